@@ -1,0 +1,142 @@
+"""Speed benchmark: fit and render throughput, entropy decoding rate, peak memory.
+
+    python -m benchmarks.speed [--preset NAME | --config FILE] [--input VIDEO] [--device auto]
+
+Prints one JSON object.  Times are medians over repeated runs after a warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from compress.fit import Clip, reconstruction_loss
+from compress.quantize import quantize_network
+from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
+from pipeline.config import load_config, load_preset
+from pipeline.geometry import resolve_network
+from pipeline.networks import build_network, count_parameters, frame_times
+from pipeline.render import resolve_device
+from pipeline.video_io import read_video
+
+DEFAULT_INPUT = Path(__file__).resolve().parent.parent / "data" / "bunny_320x180_48f.mkv"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine_description() -> dict:
+    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name()
+    return info
+
+
+def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> dict:
+    T, H, W = frames.shape[:3]
+    network = resolve_network(preset.network, W, H)
+    torch.manual_seed(0)
+    model = build_network(network).to(device)
+    clip = Clip.from_numpy(frames, device)
+    batch = preset.fit.batch_size
+    idx = torch.arange(min(batch, T), device=device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
+                else torch.autocast("cpu", enabled=False))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    def fit_step():
+        with autocast:
+            pred = model(frame_times(idx, T))
+        loss = reconstruction_loss(pred[:, :, :H, :W].float(), clip.batch(idx), preset.fit.l1_weight,
+                                   preset.fit.ssim_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    fit_s = _median_seconds(fit_step, device, repeats)
+    render_batch = torch.arange(min(8, T), device=device)
+
+    def render():
+        with torch.inference_mode():
+            model(frame_times(render_batch, T))
+
+    render_s = _median_seconds(render, device, repeats)
+
+    coded = quantize_network(model, preset.codec.bits, {}, num_frames=T)
+    data, _ = write_bitstream(StreamHeader(network, W, H, T, 24.0), coded)
+    symbols = sum(c.symbols.size for c in coded)
+    decode_s = _median_seconds(lambda: read_bitstream(data), torch.device("cpu"), max(3, repeats // 2), warmup=1)
+
+    peak = (torch.cuda.max_memory_allocated() if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    return {
+        "preset": preset.name,
+        "device": device.type,
+        "parameters": count_parameters(model),
+        "frames": T,
+        "width": W,
+        "height": H,
+        "batch_size": batch,
+        "fit_frames_per_second": len(idx) / fit_s,
+        "fit_seconds_per_epoch": T / (len(idx) / fit_s),
+        "render_frames_per_second": len(render_batch) / render_s,
+        "entropy_decode_symbols_per_second": symbols / decode_s,
+        "bitstream_bytes": len(data),
+        "peak_memory_bytes": int(peak),
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
+        "repeats": repeats,
+        "machine": machine_description(),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="enerv-cpu-s")
+    p.add_argument("--config")
+    p.add_argument("--input", default=str(DEFAULT_INPUT))
+    p.add_argument("--frames", default="0:16", help="frame range to load (A:B)")
+    p.add_argument("--size", help="resize to WxH")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--repeats", type=int, default=10)
+    args = p.parse_args(argv)
+    from pipeline.video_io import parse_frame_range, parse_size
+
+    preset = load_config(args.config) if args.config else load_preset(args.preset)
+    video = read_video(args.input, frame_range=parse_frame_range(args.frames),
+                       size=parse_size(args.size) if args.size else None)
+    result = measure(preset, video.frames, resolve_device(args.device), args.repeats)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

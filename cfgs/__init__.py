@@ -1,0 +1,1 @@
+"""Presets shipped with the codec: one YAML file per preset (see README)."""

@@ -1,0 +1,263 @@
+"""Typed, frozen configuration loaded from the YAML presets in ``cfgs/``.
+
+A preset has three sections: ``network`` (what is transmitted), ``fit`` (how it is
+trained) and ``codec`` (pruning, quantization).  Only ``network`` travels in the
+bitstream; the other two are the encoder's business.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.errors import InputError
+
+MODEL_KINDS = ("enerv", "nerv")
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Architecture of E-NeRV or NeRV.
+
+    ``fc_h``, ``fc_w`` and ``strides`` may be left out (None): they are then derived
+    from the video size by :func:`pipeline.geometry.resolve_network`, aiming at
+    ``grid_tokens`` tokens in at most ``max_stages`` up-sampling stages.
+    """
+
+    kind: str = "enerv"
+    fc_dim: int = 196
+    expansion: float = 3.0
+    reduction: int = 2
+    lower_width: int = 96
+    pe_base: float = 1.25
+    pe_levels: int = 80
+    stem_dims: tuple[int, ...] = (512,)
+    # E-NeRV only: width of the token MLPs / transformer, its feed-forward width,
+    # attention heads (second block; the first has one) and the width of the
+    # temporal branch that modulates every up-sampling stage.
+    block_dim: int = 256
+    mlp_dim: int = 128
+    heads: int = 8
+    head_dim: int = 64
+    mod_dim: int = 128
+    # Geometry; None = derive from the video size.
+    fc_h: int | None = None
+    fc_w: int | None = None
+    strides: tuple[int, ...] | None = None
+    grid_tokens: int = 144
+    max_stages: int = 5
+
+    def __post_init__(self) -> None:
+        if self.kind not in MODEL_KINDS:
+            raise InputError(f"network.kind must be one of {MODEL_KINDS}, not {self.kind!r}")
+        positive = {
+            "fc_dim": self.fc_dim,
+            "reduction": self.reduction,
+            "lower_width": self.lower_width,
+            "pe_levels": self.pe_levels,
+            "block_dim": self.block_dim,
+            "mlp_dim": self.mlp_dim,
+            "heads": self.heads,
+            "head_dim": self.head_dim,
+            "mod_dim": self.mod_dim,
+            "grid_tokens": self.grid_tokens,
+            "max_stages": self.max_stages,
+        }
+        for name, value in positive.items():
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 16:
+                raise InputError(f"network.{name} must be an integer in 1..65536, got {value!r}")
+        if not 0 < self.expansion <= 64:
+            raise InputError(f"network.expansion must be in (0, 64], got {self.expansion!r}")
+        if not 1.0 < self.pe_base <= 16.0:
+            raise InputError(f"network.pe_base must be in (1, 16], got {self.pe_base!r}")
+        if any(not isinstance(d, int) or not 0 < d <= 1 << 16 for d in self.stem_dims):
+            raise InputError(f"network.stem_dims must be positive integers, got {self.stem_dims!r}")
+        if self.strides is not None and (
+            not self.strides or any(not isinstance(s, int) or not 1 <= s <= 16 for s in self.strides)
+        ):
+            raise InputError(f"network.strides must be integers in 1..16, got {self.strides!r}")
+        for name in ("fc_h", "fc_w"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or not 0 < value <= 4096):
+                raise InputError(f"network.{name} must be an integer in 1..4096, got {value!r}")
+
+    @property
+    def is_resolved(self) -> bool:
+        return self.fc_h is not None and self.fc_w is not None and self.strides is not None
+
+    @property
+    def out_height(self) -> int:
+        return self.fc_h * _product(self.strides)
+
+    @property
+    def out_width(self) -> int:
+        return self.fc_w * _product(self.strides)
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """Training of the representation (the paper's recipe by default)."""
+
+    epochs: int = 300
+    batch_size: int = 1
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    warmup: float = 0.2  # fraction of the iterations with a linear warm-up, then cosine decay
+    l1_weight: float = 0.7
+    ssim_weight: float = 0.3
+    seed: int = 1
+    eval_every: int = 0  # epochs between PSNR evaluations over the whole clip; 0 = only at the end
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise InputError(f"fit.epochs must be a non-negative integer, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise InputError(f"fit.batch_size must be a positive integer, got {self.batch_size!r}")
+        if not self.lr > 0:
+            raise InputError(f"fit.lr must be positive, got {self.lr!r}")
+        if not 0 <= self.warmup < 1:
+            raise InputError(f"fit.warmup must be in [0, 1), got {self.warmup!r}")
+        if self.l1_weight < 0 or self.ssim_weight < 0 or self.l1_weight + self.ssim_weight <= 0:
+            raise InputError("fit.l1_weight and fit.ssim_weight must be >= 0 and not both 0")
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Pruning and quantization applied to the fitted network."""
+
+    prune_ratio: float = 0.0
+    prune_epochs: int = 0  # fine-tuning epochs with the pruning mask held fixed
+    bits: int = 8
+    qat_epochs: int = 0  # quantization-aware fine-tuning epochs (0 turns it off)
+    finetune_lr: float = 1e-4
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.prune_ratio < 1:
+            raise InputError(f"prune ratio must be in [0, 1), got {self.prune_ratio!r}")
+        if not isinstance(self.bits, int) or not 2 <= self.bits <= 16:
+            raise InputError(f"bits must be an integer in 2..16, got {self.bits!r}")
+        for name in ("prune_epochs", "qat_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise InputError(f"codec.{name} must be a non-negative integer, got {value!r}")
+        if not self.finetune_lr > 0:
+            raise InputError(f"codec.finetune_lr must be positive, got {self.finetune_lr!r}")
+
+
+@dataclass(frozen=True)
+class CodecPreset:
+    """A whole preset: one YAML file of ``cfgs/``."""
+
+    name: str
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+    fit: FitConfig = field(default_factory=FitConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    description: str = ""
+
+
+def _product(values: tuple[int, ...]) -> int:
+    out = 1
+    for v in values:
+        out *= v
+    return out
+
+
+def _tuple_fields(cls: type) -> set[str]:
+    return {f.name for f in fields(cls) if "tuple" in str(f.type)}
+
+
+def section_from_dict(cls: type, data: dict[str, Any], where: str):
+    """Builds a config dataclass from a mapping, refusing unknown keys."""
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    values = dict(data)
+    for name in _tuple_fields(cls) & set(values):
+        if values[name] is not None:
+            if not isinstance(values[name], (list, tuple)):
+                raise InputError(f"{where}.{name}: expected a list, got {values[name]!r}")
+            values[name] = tuple(values[name])
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def section_to_dict(config) -> dict[str, Any]:
+    """The inverse of :func:`section_from_dict` (tuples become lists)."""
+    out = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def preset_from_dict(data: dict[str, Any], name: str) -> CodecPreset:
+    if not isinstance(data, dict):
+        raise InputError(f"config {name}: expected a mapping at the top level")
+    unknown = sorted(set(data) - {"network", "fit", "codec", "description"})
+    if unknown:
+        raise InputError(f"config {name}: unknown section(s) {', '.join(unknown)}")
+    return CodecPreset(
+        name=name,
+        network=section_from_dict(NetworkConfig, data.get("network", {}), f"{name}: network"),
+        fit=section_from_dict(FitConfig, data.get("fit", {}), f"{name}: fit"),
+        codec=section_from_dict(CodecConfig, data.get("codec", {}), f"{name}: codec"),
+        description=str(data.get("description", "")),
+    )
+
+
+def load_config(path: str | Path) -> CodecPreset:
+    """Loads a preset from a YAML file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read config {path}: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise InputError(f"config {path} is not valid YAML: {exc}") from None
+    return preset_from_dict(data or {}, path.stem)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets shipped in ``cfgs/``."""
+    root = importlib.resources.files("cfgs")
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name: str) -> CodecPreset:
+    """Loads a preset shipped in ``cfgs/`` by name (with or without ``.yaml``)."""
+    stem = name[:-5] if name.endswith(".yaml") else name
+    if stem not in preset_names():
+        raise InputError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    resource = importlib.resources.files("cfgs") / f"{stem}.yaml"
+    return preset_from_dict(yaml.safe_load(resource.read_text()) or {}, stem)
+
+
+def override(config, **changes):
+    """``dataclasses.replace`` that ignores None values (unset CLI options)."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    return replace(config, **changes) if changes else config
+
+
+__all__ = [
+    "CodecConfig",
+    "CodecPreset",
+    "FitConfig",
+    "NetworkConfig",
+    "load_config",
+    "load_preset",
+    "override",
+    "preset_names",
+    "section_from_dict",
+    "section_to_dict",
+]

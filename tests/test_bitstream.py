@@ -1,0 +1,139 @@
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+
+from compress.prune import prune_by_magnitude
+from compress.quantize import quantize_network
+from pipeline.bitstream import (
+    FORMAT_VERSION,
+    MAGIC,
+    StreamHeader,
+    read_bitstream,
+    read_header,
+    transmitted_shapes,
+    write_bitstream,
+)
+from pipeline.config import NetworkConfig
+from pipeline.entropy import empirical_entropy_bits
+from pipeline.errors import BitstreamError
+from pipeline.geometry import resolve_network
+from pipeline.networks import build_network
+
+SMALL = dict(fc_dim=16, block_dim=16, mlp_dim=16, stem_dims=(32,), mod_dim=16, heads=2, head_dim=8,
+             expansion=2.0, lower_width=8, pe_levels=16, max_stages=3)
+
+
+def _coded(kind="enerv", bits=8, prune=0.3, width=48, height=32):
+    torch.manual_seed(0)
+    network = resolve_network(NetworkConfig(kind=kind, **SMALL), width, height)
+    model = build_network(network)
+    masks = prune_by_magnitude(model, prune)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in masks:
+                p.mul_(masks[name])
+    coded = quantize_network(model, bits, masks, num_frames=8)
+    return StreamHeader(network, width, height, 8, 24.0, "test"), coded
+
+
+@pytest.fixture(scope="module")
+def stream():
+    header, coded = _coded()
+    data, split = write_bitstream(header, coded)
+    return header, coded, data, split
+
+
+@pytest.mark.parametrize("kind", ["enerv", "nerv"])
+@pytest.mark.parametrize("bits,prune", [(8, 0.0), (8, 0.5), (2, 0.2), (16, 0.0), (5, 0.9)])
+def test_round_trip_is_bit_exact(kind, bits, prune):
+    header, coded = _coded(kind, bits, prune)
+    data, split = write_bitstream(header, coded)
+    parsed = read_bitstream(data)
+    assert parsed.header == header
+    assert split.total == len(data) == parsed.split.total
+    for ours, theirs in zip(coded, parsed.tensors):
+        np.testing.assert_array_equal(ours.symbols, theirs.symbols)
+        np.testing.assert_array_equal(ours.params.scales, theirs.params.scales)
+        assert (ours.mask is None) == (theirs.mask is None)
+        if ours.mask is not None:
+            np.testing.assert_array_equal(ours.mask, theirs.mask)
+            assert np.all(theirs.symbols[~theirs.mask] == 0)
+
+
+def test_header_survives_and_shapes_match(stream):
+    header, coded, data, _ = stream
+    assert read_header(data) == header
+    assert [s for _, s in transmitted_shapes(header.network)] == [c.symbols.shape for c in coded]
+
+
+def test_each_tensor_codes_within_one_percent_of_its_entropy(stream):
+    _, coded, _, split = stream
+    for record, tensor in zip(split.per_tensor, coded):
+        values = tensor.symbols[tensor.mask] if tensor.mask is not None else tensor.symbols
+        entropy_bytes = empirical_entropy_bits(values) / 8
+        if record["model"] == 0 and entropy_bytes:  # a shared model costs a little more than the tensor's own
+            continue
+        assert record["value_bytes"] <= 1.01 * entropy_bytes + 8, record
+
+
+def test_split_adds_up(stream):
+    _, _, data, split = stream
+    assert split.header > 0 and split.side_info > 0 and split.payload > 0 and split.masks > 0
+    assert split.header + split.side_info + split.masks + split.payload == len(data)
+
+
+def _reseal(body: bytes) -> bytes:
+    """A file with a valid CRC over modified content (to reach the checks behind it)."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+CORRUPTIONS = {
+    "empty": lambda d: b"",
+    "magic only": lambda d: MAGIC,
+    "other kind of file": lambda d: b"\x1aE\xdf\xa3" + d[4:],
+    "text": lambda d: b"hello, this is not a bitstream\n" * 4,
+    "truncated header": lambda d: d[:12],
+    "truncated payload": lambda d: d[:-10],
+    "last byte missing": lambda d: d[:-1],
+    "appended garbage": lambda d: d + b"\x00" * 7,
+    "flipped payload bit": lambda d: d[:-20] + bytes([d[-20] ^ 0x10]) + d[-19:],
+    "flipped header bit": lambda d: d[:20] + bytes([d[20] ^ 0x01]) + d[21:],
+    "future version": lambda d: _reseal(MAGIC + struct.pack("<H", FORMAT_VERSION + 1) + d[6:-4]),
+    "huge header length": lambda d: d[:6] + struct.pack("<I", 2**31) + d[10:],
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORRUPTIONS))
+def test_corruptions_are_refused(stream, case):
+    _, _, data, _ = stream
+    with pytest.raises(BitstreamError):
+        read_bitstream(CORRUPTIONS[case](data))
+
+
+def test_valid_checksum_over_impossible_network_is_refused(stream):
+    header, coded, data, _ = stream
+    import json
+
+    (header_len,) = struct.unpack("<I", data[6:10])
+    meta = header.to_json()
+    meta["network"]["fc_dim"] = 10**9
+    blob = zlib.compress(json.dumps(meta).encode())
+    body = data[10 : 10 + header_len]
+    # Rewrite the metadata at the start of the header (a varint length then the blob).
+    old_len, pos, shift = 0, 0, 0
+    while True:
+        b = body[pos]
+        old_len |= (b & 0x7F) << shift
+        pos += 1
+        shift += 7
+        if not b & 0x80:
+            break
+    new_len = bytes([len(blob) & 0x7F | 0x80, len(blob) >> 7]) if len(blob) > 127 else bytes([len(blob)])
+    new_header = new_len + blob + body[pos + old_len :]
+    rest = data[10 + header_len : -4]
+    forged = _reseal(data[:6] + struct.pack("<I", len(new_header)) + new_header + rest)
+    with pytest.raises(BitstreamError):
+        read_bitstream(forged)

@@ -1,0 +1,94 @@
+import pytest
+import torch
+
+from pipeline.config import NetworkConfig, load_preset
+from pipeline.errors import InputError
+from pipeline.geometry import resolve_network, split_strides
+from pipeline.networks import build_network, count_parameters, frame_times
+
+# The reference implementation stores E-NeRV's 2 x 9 x 16 coordinate grid as a frozen
+# nn.Parameter and so counts it; here it is a buffer derived from the config (it is
+# never transmitted), so the learnable count is 288 lower.
+ENERV_REFERENCE_COUNT = 12_490_602
+ENERV_GRID_VALUES = 2 * 9 * 16
+NERV_REFERENCE_COUNT = 12_565_523
+
+
+def _paper_network(name: str) -> torch.nn.Module:
+    config = resolve_network(load_preset(name).network, 1280, 720)
+    with torch.device("meta"):
+        return build_network(config)
+
+
+def test_enerv_bunny_parameter_count_matches_reference():
+    model = _paper_network("E-NeRV-bunny")
+    assert count_parameters(model) == ENERV_REFERENCE_COUNT - ENERV_GRID_VALUES
+    grid = model.grid_x.numel() + model.grid_y.numel()
+    assert count_parameters(model) + grid == ENERV_REFERENCE_COUNT
+
+
+def test_nerv_bunny_parameter_count_matches_reference():
+    assert count_parameters(_paper_network("NeRV-bunny")) == NERV_REFERENCE_COUNT
+
+
+@pytest.mark.parametrize(
+    "width,height,max_stages,grid,strides",
+    [
+        (320, 180, 3, (9, 16), (5, 2, 2)),
+        (1280, 720, 5, (9, 16), (5, 2, 2, 2, 2)),
+        (1920, 1080, 4, (9, 16), (5, 4, 3, 2)),
+    ],
+)
+def test_geometry_of_common_sizes(width, height, max_stages, grid, strides):
+    config = resolve_network(NetworkConfig(max_stages=max_stages), width, height)
+    assert (config.fc_h, config.fc_w) == grid
+    assert config.strides == strides
+    assert (config.out_width, config.out_height) == (width, height)
+
+
+@pytest.mark.parametrize("width,height", [(321, 179), (16, 16), (50, 30), (640, 480), (100, 1000)])
+def test_geometry_covers_odd_sizes_with_little_padding(width, height):
+    config = resolve_network(NetworkConfig(max_stages=4), width, height)
+    assert config.out_width >= width and config.out_height >= height
+    assert config.out_width * config.out_height <= 1.35 * width * height
+
+
+@pytest.mark.parametrize("width,height", [(4, 100), (100, 0), (9000, 100)])
+def test_unservable_sizes_are_refused(width, height):
+    with pytest.raises(InputError):
+        resolve_network(NetworkConfig(), width, height)
+
+
+def test_split_strides():
+    assert split_strides(20, 3) == (5, 2, 2)
+    assert split_strides(80, 5) == (5, 2, 2, 2, 2)
+    assert split_strides(120, 4) == (5, 4, 3, 2)
+    assert split_strides(16, 2) == (4, 4)
+
+
+SMALL = dict(fc_dim=16, block_dim=16, mlp_dim=16, stem_dims=(32,), mod_dim=16, heads=2, head_dim=8,
+             expansion=2.0, lower_width=8, pe_levels=16, max_stages=3)
+
+
+@pytest.mark.parametrize("kind", ["enerv", "nerv"])
+@pytest.mark.parametrize("width,height", [(48, 32), (21, 17), (64, 36), (16, 16)])
+def test_output_shape_and_range(kind, width, height):
+    config = resolve_network(NetworkConfig(kind=kind, **SMALL), width, height)
+    model = build_network(config)
+    out = model(frame_times(torch.arange(3), 10))
+    assert out.shape == (3, 3, config.out_height, config.out_width)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_frame_times_span_zero_to_one():
+    t = frame_times(torch.arange(5), 5)
+    assert t[0] == 0 and t[-1] == 1
+    assert frame_times(torch.arange(1), 1).tolist() == [0.0]
+
+
+def test_parameter_order_is_deterministic():
+    config = resolve_network(NetworkConfig(**SMALL), 48, 32)
+    names_a = [n for n, _ in build_network(config).named_parameters()]
+    names_b = [n for n, _ in build_network(config).named_parameters()]
+    assert names_a == names_b
+    assert "grid_x" not in dict(build_network(config).state_dict())
