@@ -44,6 +44,8 @@ class VideoInfo:
 
 @dataclass(frozen=True)
 class Video:
+    """Decoded frames with the facts about them."""
+
     frames: np.ndarray  # uint8 [T,H,W,3] RGB, C-contiguous and writable
     info: VideoInfo  # describes `frames` (after range/resize), plus the source pix_fmt and fps
 
@@ -84,7 +86,8 @@ def ffmpeg_binary() -> str:
 
 def ffmpeg_version() -> str:
     """First line of ``ffmpeg -version``, for benchmark reports."""
-    return _run_text([ffmpeg_binary(), "-hide_banner", "-version"]).splitlines()[0].strip()
+    lines = _run_text([ffmpeg_binary(), "-hide_banner", "-version"]).splitlines()
+    return lines[0].strip() if lines else "unknown"
 
 
 def has_encoder(name: str) -> bool:
@@ -312,16 +315,21 @@ def write_video(path: str | os.PathLike[str], frames: np.ndarray, fps: float = 2
 
 
 def _checked_frames(frames: np.ndarray) -> np.ndarray:
-    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
-        described = f"{frames.dtype} array of shape {frames.shape}" if isinstance(frames, np.ndarray) else type(frames).__name__
-        raise ValueError(f"frames must be a uint8 array [T,H,W,3], got {described}")
+    if not isinstance(frames, np.ndarray):
+        raise ValueError(f"frames must be a uint8 array [T,H,W,3], got {type(frames).__name__}")
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise ValueError(f"frames must be a uint8 array [T,H,W,3], got {frames.dtype} of shape {frames.shape}")
     if 0 in frames.shape:
         raise ValueError(f"frames must not be empty, got shape {frames.shape}")
     return np.ascontiguousarray(frames)
 
 
-def _encode(frames: np.ndarray, fps: float, destination: str, options: dict[str, Any], even: bool = False) -> None:
-    """Pipe the frames into ffmpeg as rawvideo rgb24 and encode them to ``destination``."""
+def _encode(frames: np.ndarray, fps: float, destination: str, options: dict[str, Any], shown: str,
+            even: bool = False) -> None:
+    """Pipe the frames into ffmpeg as rawvideo rgb24 and encode them to ``destination``.
+
+    ``shown`` is the path the caller asked for, which error messages name instead of the temporary.
+    """
     _, height, width, _ = frames.shape
     stream = ffmpeg.input("pipe:", f="rawvideo", pix_fmt="rgb24", s=f"{width}x{height}", r=fps)
     if even and (width % 2 or height % 2):
@@ -334,7 +342,7 @@ def _encode(frames: np.ndarray, fps: float, destination: str, options: dict[str,
            .global_args("-nostdin", "-hide_banner", "-loglevel", "error").compile(cmd=ffmpeg_binary()))
     proc = _run(cmd, stdin=memoryview(frames).cast("B"))
     if proc.returncode != 0:
-        raise InputError(f"ffmpeg could not write {destination} ({_last_line(proc.stderr)})")
+        raise InputError(f"{shown}: ffmpeg could not write it ({_last_line(proc.stderr)})")
 
 
 def _require_encoder(encoder: str) -> None:
@@ -356,7 +364,7 @@ def _write_file(target: Path, frames: np.ndarray, fps: float, crf: int) -> None:
         options["crf"] = crf
     temporary = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}{target.suffix}")
     try:
-        _encode(frames, fps, str(temporary), options, even=fmt.muxer == "mp4")
+        _encode(frames, fps, str(temporary), options, str(target), even=fmt.muxer == "mp4")
         os.replace(temporary, target)
     finally:
         temporary.unlink(missing_ok=True)
@@ -378,8 +386,8 @@ def _write_sequence(folder: Path, pattern: str, frames: np.ndarray, fps: float, 
         raise InputError(f"{shown}: {folder} exists and is not a folder")
     staging.mkdir()
     try:
-        _encode(frames, fps, str(staging / pattern), {"f": "image2", "c:v": "png", "pix_fmt": "rgb24",
-                                                      "start_number": 0})
+        options = {"f": "image2", "c:v": "png", "pix_fmt": "rgb24", "start_number": 0}
+        _encode(frames, fps, str(staging / pattern), options, shown)
         if fresh:
             os.replace(staging, folder)
             return
@@ -396,10 +404,16 @@ def _write_sequence(folder: Path, pattern: str, frames: np.ndarray, fps: float, 
 
 def _sequence_regex(pattern: str, shown: str) -> re.Pattern[str]:
     """Regex for the file names a printf-style pattern yields; it must hold exactly one %d field."""
-    parts = re.split(r"(%%|%0?[0-9]*d)", pattern)
+    parts = re.split(r"(%%|%[0-9]*d)", pattern)
     literals, fields = parts[0::2], parts[1::2]
     if sum(field != "%%" for field in fields) != 1 or any("%" in literal for literal in literals):
         raise InputError(f"{shown}: a frame pattern needs exactly one number field such as %05d")
-    regex = "".join(re.escape(part) if i % 2 == 0 else ("%" if part == "%%" else "[0-9]+")
-                    for i, part in enumerate(parts))
-    return re.compile(regex)
+    return re.compile("".join(re.escape(part) if i % 2 == 0 else _field_regex(part) for i, part in enumerate(parts)))
+
+
+def _field_regex(field: str) -> str:
+    """'%%' is a literal '%'; '%0Nd' gives at least N digits; '%d' and space-padded '%Nd' the rest."""
+    if field == "%%":
+        return "%"
+    width = field[1:-1]
+    return f"[0-9]{{{max(int(width), 1)},}}" if width.startswith("0") else " *[0-9]+"
