@@ -145,12 +145,21 @@ def train(
         recoveries, history = resume_state["recoveries"], resume_state["history"]
         best_loss, best_state = resume_state["best_loss"], resume_state["best_state"]
 
+    def copy_state() -> dict:
+        return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
+
+    # The state at the last epoch boundary: what a checkpoint saves, so that a resumed
+    # run repeats exactly the epochs an uninterrupted one would have run.
+    boundary = copy_state()
+    if best_state is None:
+        best_state = boundary  # a non-finite first epoch falls back to the initial weights
+
     def snapshot(epoch_done: int) -> dict:
         return {
             "tag": checkpoint_tag,
             "epoch": epoch_done,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": boundary["model"],
+            "optimizer": boundary["optimizer"],
             "lr_scale": lr_scale,
             "recoveries": recoveries,
             "history": history,
@@ -190,10 +199,11 @@ def train(
                 mse_sum += float(F.mse_loss(pred.detach(), target))
             if diverged:
                 recoveries += 1
-                if best_state is None or recoveries > MAX_RECOVERIES:
+                if recoveries > MAX_RECOVERIES:
                     raise RuntimeError(f"{desc}: the loss is not finite and there is no good state to go back to")
                 model.load_state_dict(best_state["model"])
-                optimizer.load_state_dict(best_state["optimizer"])
+                optimizer.load_state_dict(copy.deepcopy(best_state["optimizer"]))  # steps mutate it in place
+                boundary = best_state
                 lr_scale *= 0.5
                 bar.write(f"{desc}: non-finite loss in epoch {epoch + 1}; back to the best state, lr x{lr_scale:g}")
                 continue
@@ -201,10 +211,9 @@ def train(
             epoch += 1
             history.append({"epoch": epoch, "seconds": time.perf_counter() - started, "loss": mean_loss,
                             "psnr": psnr_from_mse(mean_mse)})
+            boundary = copy_state()
             if mean_loss <= best_loss:
-                best_loss = mean_loss
-                best_state = {"model": copy.deepcopy(model.state_dict()),
-                              "optimizer": copy.deepcopy(optimizer.state_dict())}
+                best_loss, best_state = mean_loss, boundary
             bar.set_postfix(loss=f"{mean_loss:.4f}", psnr=f"{psnr_from_mse(mean_mse):.2f}")
             bar.update(1)
             if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
@@ -216,13 +225,13 @@ def train(
             save_checkpoint(checkpoint, snapshot(epoch))
         raise FitInterrupted(checkpoint) from None
     bar.close()
-    if best_state is not None:
+    if history:
         model.load_state_dict(best_state["model"])
     model.eval()
     return TrainResult(
         epochs=epoch,
         seconds=time.perf_counter() - started,
-        final_loss=best_loss if best_state is not None else mean_loss,
+        final_loss=best_loss,
         train_psnr=psnr_from_mse(mean_mse) if not math.isnan(mean_mse) else math.nan,
         recoveries=recoveries,
         history=history,
