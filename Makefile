@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: setup
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m benchmarks.demo
 
 test: setup
 	$(BIN)/python -m pytest -q

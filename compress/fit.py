@@ -12,6 +12,7 @@ import contextlib
 import copy
 import math
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -171,7 +172,7 @@ def train(
     started = time.perf_counter()
     last_save = started
     bar = tqdm(total=epochs, initial=start_epoch, desc=desc, disable=not progress, unit="ep", leave=False,
-               dynamic_ncols=True)
+               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)  # logs get few lines
     epoch = start_epoch
     mean_loss, mean_mse = math.nan, math.nan
     try:

@@ -34,8 +34,8 @@ def ms_ssim_mean(decoded: np.ndarray, reference: np.ndarray, batch: int = 16) ->
         return None
     total = 0.0
     for start in range(0, decoded.shape[0], batch):
-        a = torch.from_numpy(decoded[start : start + batch]).permute(0, 3, 1, 2).double()
-        b = torch.from_numpy(reference[start : start + batch]).permute(0, 3, 1, 2).double()
+        a = torch.tensor(decoded[start : start + batch]).permute(0, 3, 1, 2).double()
+        b = torch.tensor(reference[start : start + batch]).permute(0, 3, 1, 2).double()
         total += float(ms_ssim(a, b, data_range=255, size_average=False).sum())
     return total / decoded.shape[0]
 

@@ -1,0 +1,66 @@
+"""Ctrl-C during fitting keeps a checkpoint; --resume finishes with the same file."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from pipeline.video_io import write_video
+from tests.conftest import smooth_clip
+
+EXE = shutil.which("enerv-compress", path=str(Path(sys.executable).parent))
+ARGS = ["--preset", "test-tiny", "--epochs", "150", "--device", "cpu"]
+
+
+def _interrupt_during_fit(cmd: list[str]) -> tuple[int, str]:
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    stderr = bytearray()
+
+    def pump():
+        while chunk := proc.stderr.read1(4096):
+            stderr.extend(chunk)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 120
+    while b"fit:" not in stderr and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # some epochs into the fit
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=120)
+    reader.join(timeout=10)
+    return proc.returncode, stderr.decode(errors="replace")
+
+
+def test_interrupt_then_resume_gives_the_uninterrupted_result(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, smooth_clip(8, 32, 48), fps=24)
+
+    reference = tmp_path / "reference.bin"
+    done = subprocess.run([EXE, source, "-o", reference, *ARGS, "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+    out = tmp_path / "out.bin"
+    checkpoint = tmp_path / "out.bin.ckpt"
+    code, stderr = _interrupt_during_fit([EXE, str(source), "-o", str(out), *ARGS])
+    assert code == 130, stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted") and "--resume" in last, last
+    assert "Traceback" not in stderr
+    assert checkpoint.exists() and not out.exists()
+
+    resumed = subprocess.run([EXE, source, "-o", out, *ARGS, "-q", "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert not checkpoint.exists()
+    assert out.read_bytes() == reference.read_bytes()
+
+
+def test_resume_without_checkpoint_is_refused(tmp_path):
+    source = tmp_path / "clip.mkv"
+    write_video(source, smooth_clip(4, 32, 48), fps=24)
+    proc = subprocess.run([EXE, source, "-o", tmp_path / "x.bin", *ARGS, "--resume"], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: --resume") and len(proc.stderr.strip().splitlines()) == 1
