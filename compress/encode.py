@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.fit import Clip, fit_network, save_checkpoint, train
+from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
 from compress.quantize import fake_quantized_weights, load_dequantized, quantize_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
@@ -25,7 +25,7 @@ from pipeline.metrics import ms_ssim_mean, psnr
 from pipeline.networks import build_network, count_parameters
 from pipeline.render import render_frames, resolve_device
 from pipeline.stages import StageTimer
-from pipeline.video_io import read_video
+from pipeline.video_io import probe_video, read_video
 
 ENCODER_NAME = "enerv-codec 0.1.0"
 
@@ -101,6 +101,15 @@ def check_output_path(output: Path, inputs: list[Path]) -> None:
             raise InputError(f"output {output} would overwrite the input")
 
 
+@contextlib.contextmanager
+def _resumable_from(checkpoint: Path):
+    """An interruption after fitting can resume from the fitted network's checkpoint."""
+    try:
+        yield
+    except FitInterrupted:
+        raise FitInterrupted(checkpoint) from None
+
+
 def _run_fingerprint(preset: CodecPreset, source: Path, frames: np.ndarray) -> str:
     """Identifies a run, so that --resume never continues someone else's checkpoint."""
     h = hashlib.sha256()
@@ -149,6 +158,9 @@ def compress_video(
     dev = resolve_device(device)
 
     with timer.stage("read"):
+        probed = probe_video(source)
+        # An unservable size is refused before the whole clip is decoded.
+        resolve_network(preset.network, *(size or (probed.width, probed.height)))
         video = read_video(source, frame_range=frame_range, size=size)
     frames = video.frames
     T, H, W = frames.shape[:3]
@@ -179,7 +191,7 @@ def compress_video(
         fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
 
     codec = preset.codec
-    with timer.stage("prune"):
+    with timer.stage("prune"), _resumable_from(checkpoint):
         masks = prune_by_magnitude(model, codec.prune_ratio)
         if masks:
             apply_masks(model, masks)
@@ -188,7 +200,7 @@ def compress_video(
                       transform=masked_weights(masks), desc="prune fine-tune", progress=progress)
                 apply_masks(model, masks)
 
-    with timer.stage("quantize"):
+    with timer.stage("quantize"), _resumable_from(checkpoint):
         coded = quantize_network(model, codec.bits, masks, num_frames=T)
         if codec.qat_epochs:
             per_channel = {name: t.params.per_channel for (name, _), t in zip(model.named_parameters(), coded)}

@@ -12,7 +12,9 @@ import contextlib
 import copy
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +104,29 @@ def _epoch_order(num_frames: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_frames, generator=generator)
 
 
+class _StopRequest:
+    """Turns SIGINT/SIGTERM into a flag that the loop reads between steps.
+
+    An exception raised wherever the signal lands could split the bookkeeping at an
+    epoch's end; with the flag, a checkpoint always holds a whole epoch boundary.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self._previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
     """Writes a training checkpoint atomically (a crash leaves the previous one)."""
     tmp = path.with_name(path.name + ".tmp")
@@ -175,11 +200,14 @@ def train(
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)  # logs get few lines
     epoch = start_epoch
     mean_loss, mean_mse = math.nan, math.nan
+    stop = _StopRequest()
     try:
         while epoch < epochs:
             order = _epoch_order(clip.num_frames, fit.seed, epoch).to(device)
             loss_sum, mse_sum, diverged = 0.0, 0.0, False
             for i in range(steps_per_epoch):
+                if stop.requested:
+                    raise KeyboardInterrupt
                 step = epoch * steps_per_epoch + i
                 for group in optimizer.param_groups:
                     group["lr"] = lr * lr_scale * lr_factor(step, total_steps, fit.warmup)
@@ -225,6 +253,8 @@ def train(
         if checkpoint is not None:
             save_checkpoint(checkpoint, snapshot(epoch))
         raise FitInterrupted(checkpoint) from None
+    finally:
+        stop.restore()
     bar.close()
     if history:
         model.load_state_dict(best_state["model"])

@@ -29,13 +29,14 @@ import torch
 from pipeline.config import NetworkConfig, section_from_dict, section_to_dict
 from pipeline.entropy import MAX_ALPHABET, SymbolModel
 from pipeline.errors import BitstreamError, InputError
+from pipeline.geometry import MAX_SIDE
 from pipeline.networks import build_network
 from pipeline.quantization import QuantParams, qmax
 
 MAGIC = b"ENRV"
 FORMAT_VERSION = 1
 MAX_HEADER_JSON = 1 << 16
-MAX_PARAMETERS = 1 << 28  # 268 M weights: far above any preset, far below trouble
+MAX_PARAMETERS = 1 << 26  # 67 M weights: five times the paper's largest network
 MAX_FRAMES = 1 << 24
 
 _FLAG_PER_CHANNEL = 1
@@ -155,6 +156,8 @@ class StreamHeader:
     def validate(self) -> None:
         if not self.network.is_resolved:
             raise BitstreamError("the header's network has no grid or strides")
+        if max(self.network.out_width, self.network.out_height) > 2 * MAX_SIDE:
+            raise BitstreamError("the header's network renders frames larger than any video this format serves")
         if not (1 <= self.width <= self.network.out_width and 1 <= self.height <= self.network.out_height):
             raise BitstreamError(
                 f"the header's video size {self.width}x{self.height} does not fit the network's "

@@ -17,6 +17,7 @@ import yaml
 from pipeline.errors import InputError
 
 MODEL_KINDS = ("enerv", "nerv")
+MAX_STAGES = 8
 
 
 @dataclass(frozen=True)
@@ -77,9 +78,14 @@ class NetworkConfig:
         if any(not isinstance(d, int) or not 0 < d <= 1 << 16 for d in self.stem_dims):
             raise InputError(f"network.stem_dims must be positive integers, got {self.stem_dims!r}")
         if self.strides is not None and (
-            not self.strides or any(not isinstance(s, int) or not 1 <= s <= 16 for s in self.strides)
+            not 1 <= len(self.strides) <= MAX_STAGES
+            or any(not isinstance(s, int) or not 1 <= s <= 16 for s in self.strides)
         ):
-            raise InputError(f"network.strides must be integers in 1..16, got {self.strides!r}")
+            raise InputError(f"network.strides must be 1..{MAX_STAGES} integers in 1..16, got {self.strides!r}")
+        if self.max_stages > MAX_STAGES:
+            raise InputError(f"network.max_stages must be at most {MAX_STAGES}, got {self.max_stages}")
+        if not 1 <= len(self.stem_dims) <= MAX_STAGES:
+            raise InputError(f"network.stem_dims must have 1..{MAX_STAGES} widths, got {self.stem_dims!r}")
         for name in ("fc_h", "fc_w"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or not 0 < value <= 4096):

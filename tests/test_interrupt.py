@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from pipeline.video_io import write_video
 from tests.conftest import smooth_clip
 
@@ -15,7 +17,7 @@ EXE = shutil.which("enerv-compress", path=str(Path(sys.executable).parent))
 ARGS = ["--preset", "test-tiny", "--epochs", "150", "--device", "cpu"]
 
 
-def _interrupt_during_fit(cmd: list[str]) -> tuple[int, str]:
+def _interrupt_during_fit(cmd: list[str], signum: int) -> tuple[int, str]:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stderr = bytearray()
 
@@ -29,23 +31,29 @@ def _interrupt_during_fit(cmd: list[str]) -> tuple[int, str]:
     while b"fit:" not in stderr and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # some epochs into the fit
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     proc.wait(timeout=120)
     reader.join(timeout=10)
     return proc.returncode, stderr.decode(errors="replace")
 
 
-def test_interrupt_then_resume_gives_the_uninterrupted_result(tmp_path):
-    source = tmp_path / "clip.mkv"
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, bytes]:
+    folder = tmp_path_factory.mktemp("interrupt")
+    source = folder / "clip.mkv"
     write_video(source, smooth_clip(8, 32, 48), fps=24)
-
-    reference = tmp_path / "reference.bin"
-    done = subprocess.run([EXE, source, "-o", reference, *ARGS, "-q"], capture_output=True, text=True)
+    out = folder / "reference.bin"
+    done = subprocess.run([EXE, source, "-o", out, *ARGS, "-q"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+    return source, out.read_bytes()
 
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_then_resume_gives_the_uninterrupted_result(reference, tmp_path, signum):
+    source, expected = reference
     out = tmp_path / "out.bin"
     checkpoint = tmp_path / "out.bin.ckpt"
-    code, stderr = _interrupt_during_fit([EXE, str(source), "-o", str(out), *ARGS])
+    code, stderr = _interrupt_during_fit([EXE, str(source), "-o", str(out), *ARGS], signum)
     assert code == 130, stderr
     last = stderr.strip().splitlines()[-1]
     assert last.startswith("error: interrupted") and "--resume" in last, last
@@ -55,7 +63,7 @@ def test_interrupt_then_resume_gives_the_uninterrupted_result(tmp_path):
     resumed = subprocess.run([EXE, source, "-o", out, *ARGS, "-q", "--resume"], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert not checkpoint.exists()
-    assert out.read_bytes() == reference.read_bytes()
+    assert out.read_bytes() == expected
 
 
 def test_resume_without_checkpoint_is_refused(tmp_path):
