@@ -65,16 +65,6 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _check_writable_file(path: Path, what: str) -> None:
-    from pipeline.errors import InputError
-
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{what} folder {parent} does not exist")
-    if path.is_dir():
-        raise InputError(f"{what} {path} is a directory")
-
-
 # --- enerv-compress -------------------------------------------------------------------------
 
 
@@ -125,13 +115,14 @@ def _compress(argv: Sequence[str] | None) -> int:
     args = _compress_parser().parse_args(argv)
     from compress.encode import compress_video
     from compress.fit import FitInterrupted
+    from pipeline.files import check_output_path, write_atomically
     from pipeline.video_io import parse_frame_range, parse_size
 
     preset = build_preset(args)
     frame_range = parse_frame_range(args.frames) if args.frames else None
     size = parse_size(args.size) if args.size else None
     if args.json:
-        _check_writable_file(Path(args.json), "--json")
+        check_output_path(Path(args.json), [Path(args.input), Path(args.output)])
     try:
         result = compress_video(args.input, args.output, preset, frame_range=frame_range, size=size,
                                 device=args.device, resume=args.resume, progress=not args.quiet)
@@ -147,8 +138,6 @@ def _compress(argv: Sequence[str] | None) -> int:
           f"(fitted before pruning/quantization: {result.fit_psnr:.2f} dB)")
     print(f"time: {stages}; total {result.seconds:.1f} s on {result.device}")
     if args.json:
-        from compress.encode import write_atomically
-
         write_atomically(Path(args.json), (json.dumps(result.to_json(), indent=2) + "\n").encode())
     return EXIT_OK
 
@@ -172,6 +161,7 @@ def _decompress(argv: Sequence[str] | None) -> int:
     args = _decompress_parser().parse_args(argv)
     from decompress.decode import bitstream_info, decode_frames, read_file_bytes
     from pipeline.errors import InputError
+    from pipeline.files import check_output_path
     from pipeline.render import resolve_device
     from pipeline.video_io import parse_frame_range, write_video
 
@@ -187,9 +177,7 @@ def _decompress(argv: Sequence[str] | None) -> int:
         if not parent.is_dir():
             raise InputError(f"output folder {parent} does not exist")
     else:
-        _check_writable_file(output, "output")
-    if output.exists() and source.exists() and os.path.samefile(source, output):
-        raise InputError(f"output {output} would overwrite the input")
+        check_output_path(output, [source])
     frame_range = parse_frame_range(args.frames) if args.frames else None
     device = resolve_device(args.device)
     decoded = decode_frames(read_file_bytes(source), frame_range, device, args.batch_size)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from compress.quantize import fake_quantized_weights, load_dequantized, quantize
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
 from pipeline.config import CodecPreset, section_to_dict
 from pipeline.errors import InputError
+from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
 from pipeline.metrics import ms_ssim_mean, psnr
 from pipeline.networks import build_network, count_parameters
@@ -60,45 +59,6 @@ class CompressResult:
 
 def bits_per_pixel(num_bytes: int, width: int, height: int, frames: int) -> float:
     return 8.0 * num_bytes / (width * height * frames)
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes ``data`` to a temporary file beside ``path``, then renames it over ``path``.
-
-    A failed write (disk full, interruption) leaves any previous file untouched.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def check_output_path(output: Path, inputs: list[Path]) -> None:
-    """Refuses an output in a missing or unwritable folder, or one that would overwrite an input."""
-    parent = output.parent if str(output.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"output folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise InputError(f"output folder {parent} is not writable")
-    if output.is_dir():
-        raise InputError(f"output {output} is a directory")
-    for path in inputs:
-        if path.exists() and output.exists() and os.path.samefile(path, output):
-            raise InputError(f"output {output} would overwrite the input")
 
 
 @contextlib.contextmanager

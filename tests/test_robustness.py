@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import cli
-from compress.encode import write_atomically
+from pipeline.files import write_atomically
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.bitstream import read_bitstream
 from pipeline.quantization import dequantize
