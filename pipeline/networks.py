@@ -122,15 +122,18 @@ def stage_widths(config: NetworkConfig) -> list[tuple[int, int]]:
     return widths
 
 
+def _resolved(config: NetworkConfig) -> NetworkConfig:
+    if not config.is_resolved:
+        raise ValueError("the network config needs fc_h, fc_w and strides (see pipeline.geometry)")
+    return config
+
+
 class ENeRV(nn.Module):
     """E-NeRV: disentangled spatial (token grid) and temporal (frame index) context."""
 
     def __init__(self, config: NetworkConfig):
         super().__init__()
-        if not config.is_resolved:
-            raise ValueError("the network config needs fc_h, fc_w and strides (see pipeline.geometry)")
-        self.config = config
-        c = config
+        self.config = c = _resolved(config)
         self.pe = PositionalEncoding(c.pe_base, c.pe_levels)
         # Temporal branch giving the per-frame embedding that scales the tokens.
         self.stem_t = mlp([self.pe.dim, *c.stem_dims, c.block_dim])
@@ -173,10 +176,7 @@ class NeRV(nn.Module):
 
     def __init__(self, config: NetworkConfig):
         super().__init__()
-        if not config.is_resolved:
-            raise ValueError("the network config needs fc_h, fc_w and strides (see pipeline.geometry)")
-        self.config = config
-        c = config
+        self.config = c = _resolved(config)
         self.pe = PositionalEncoding(c.pe_base, c.pe_levels)
         self.stem = mlp([self.pe.dim, *c.stem_dims, c.fc_h * c.fc_w * c.fc_dim])
         widths = stage_widths(c)
