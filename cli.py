@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -36,7 +37,8 @@ def _run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
     """Runs a command body and turns every failure into one line and an exit code."""
     from pipeline.errors import InputError
 
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
     try:
         return main(argv)
     except InputError as exc:
@@ -52,10 +54,11 @@ def _run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
         print(f"error: internal error ({type(exc).__name__}): {message}", file=sys.stderr)
         return EXIT_INTERNAL
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
-def _positive_int(text: str) -> int:
+def _non_negative_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
@@ -74,13 +77,13 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None, help=f"a preset of cfgs/ (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="a YAML config file (instead of --preset)")
-    p.add_argument("--epochs", type=_positive_int, help="fitting epochs (fine-tune epochs scale along)")
-    p.add_argument("--prune-epochs", type=_positive_int, help="fine-tuning epochs after pruning")
-    p.add_argument("--qat-epochs", type=_positive_int, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--epochs", type=_non_negative_int, help="fitting epochs (fine-tune epochs scale along)")
+    p.add_argument("--prune-epochs", type=_non_negative_int, help="fine-tuning epochs after pruning")
+    p.add_argument("--qat-epochs", type=_non_negative_int, help="quantization-aware fine-tuning epochs")
     p.add_argument("--no-qat", action="store_true", help="skip the quantization-aware fine-tune")
     p.add_argument("--prune", type=float, help="fraction of weights to prune, in [0, 1)")
     p.add_argument("--bits", type=int, help="quantization bits, 2..16")
-    p.add_argument("--batch-size", type=_positive_int, help="frames per training step")
+    p.add_argument("--batch-size", type=_non_negative_int, help="frames per training step")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--frames", help="frame range A:B (half-open) to encode")
@@ -153,7 +156,7 @@ def _decompress_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", help="decode only frames A:B (half-open)")
     p.add_argument("--info", action="store_true", help="print the header and the byte split as JSON, render nothing")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="frames rendered at once")
+    p.add_argument("--batch-size", type=_non_negative_int, default=8, help="frames rendered at once")
     return p
 
 
