@@ -20,7 +20,7 @@ EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 DEFAULT_PRESET = "enerv-cpu-s"
 
 
-class _Parser(argparse.ArgumentParser):
+class OneLineErrorParser(argparse.ArgumentParser):
     """argparse that reports a bad option as one ``error:`` line (exit 2)."""
 
     def error(self, message: str):  # type: ignore[override]
@@ -72,7 +72,7 @@ def _non_negative_int(text: str) -> int:
 
 
 def _compress_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).")
+    p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).")
     p.add_argument("input", help="video file, PNG pattern (frames/%%05d.png) or folder of PNGs")
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None, help=f"a preset of cfgs/ (default {DEFAULT_PRESET})")
@@ -149,7 +149,7 @@ def _compress(argv: Sequence[str] | None) -> int:
 
 
 def _decompress_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="enerv-decompress", description="Decode an E-NeRV bitstream (.bin) into frames.")
+    p = OneLineErrorParser(prog="enerv-decompress", description="Decode an E-NeRV bitstream (.bin) into frames.")
     p.add_argument("input", help="bitstream file")
     p.add_argument("-o", "--output", help="output: .mkv (lossless FFV1), .y4m, .mp4 (lossy H.264), "
                                           "a PNG pattern (out/%%05d.png) or a folder/ (default: INPUT.decoded.mkv)")
@@ -207,7 +207,7 @@ def decompress_main(argv: Sequence[str] | None = None) -> int:
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.rd import main as bench
+    from benchmarks.rate_distortion import main as bench
 
     return _run(bench, argv)
 

@@ -73,7 +73,8 @@ def _resumable_from(checkpoint: Path):
 def _run_fingerprint(preset: CodecPreset, source: Path, frames: np.ndarray) -> str:
     """Identifies a run, so that --resume never continues someone else's checkpoint."""
     h = hashlib.sha256()
-    h.update(json.dumps({k: section_to_dict(getattr(preset, k)) for k in ("network", "fit", "codec")},
+    # Not the codec section: a fitted network can be pruned and quantized in other ways.
+    h.update(json.dumps({k: section_to_dict(getattr(preset, k)) for k in ("network", "fit")},
                         sort_keys=True).encode())
     h.update(str(source.resolve()).encode())
     h.update(np.ascontiguousarray(frames[:: max(1, len(frames) // 8)]).tobytes())
@@ -103,11 +104,14 @@ def compress_video(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
+    keep_checkpoint: bool = False,
 ) -> CompressResult:
     """Compresses a video into a ``.bin`` file and returns the measured result.
 
     The reported quality is measured on the frames rendered from the weights decoded
-    from the file's own bytes, exactly what ``enerv-decompress`` will produce.
+    from the file's own bytes, exactly what ``enerv-decompress`` will produce. The
+    fitting checkpoint (``OUTPUT.ckpt``) is removed at the end unless ``keep_checkpoint``;
+    resuming from a finished fit with other codec settings re-runs only the codec stages.
     """
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
@@ -188,7 +192,8 @@ def compress_video(
 
     with timer.stage("write"):
         write_atomically(output, data)
-    checkpoint.unlink(missing_ok=True)
+    if not keep_checkpoint:
+        checkpoint.unlink(missing_ok=True)
 
     return CompressResult(
         output=str(output),
