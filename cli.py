@@ -207,7 +207,7 @@ def decompress_main(argv: Sequence[str] | None = None) -> int:
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.rate_distortion import main as bench
+    from benchmarks.rd import main as bench
 
     return _run(bench, argv)
 

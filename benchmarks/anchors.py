@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import re
-import re
 import subprocess
 import tempfile
 import time

@@ -104,14 +104,13 @@ def compress_video(
     device: str = "auto",
     resume: bool = False,
     progress: bool = True,
-    keep_checkpoint: bool = False,
 ) -> CompressResult:
     """Compresses a video into a ``.bin`` file and returns the measured result.
 
     The reported quality is measured on the frames rendered from the weights decoded
     from the file's own bytes, exactly what ``enerv-decompress`` will produce. The
-    fitting checkpoint (``OUTPUT.ckpt``) is removed at the end unless ``keep_checkpoint``;
-    resuming from a finished fit with other codec settings re-runs only the codec stages.
+    fitting checkpoint (``OUTPUT.ckpt``) is removed at the end; resuming from a finished
+    fit with other codec settings re-runs only the codec stages.
     """
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
@@ -192,8 +191,7 @@ def compress_video(
 
     with timer.stage("write"):
         write_atomically(output, data)
-    if not keep_checkpoint:
-        checkpoint.unlink(missing_ok=True)
+    checkpoint.unlink(missing_ok=True)
 
     return CompressResult(
         output=str(output),
