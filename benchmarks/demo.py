@@ -45,7 +45,7 @@ def main() -> int:
     decoded = read_video(decoded_path).frames
     measured = psnr(decoded, source.frames)
 
-    anchor = X264Anchor(preset="medium", pix_fmt="yuv444p")
+    anchor = X264Anchor(preset="medium", pix_fmt="yuv444p", version_sei=False)  # as in enerv-bench
     point = match_size(anchor, source.frames, summary["bytes"], source.info.fps)
     rows = [
         ("E-NeRV (this tool)", summary["bytes"], summary["bpp"], measured, ms_ssim_mean(decoded, source.frames),
