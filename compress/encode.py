@@ -89,7 +89,7 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
         state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception:
         raise InputError(f"checkpoint {path} is unreadable; delete it to start over") from None
-    if not isinstance(state, dict) or state.get("tag", {}).get("fingerprint") != fingerprint:
+    if not isinstance(state, dict) or (state.get("tag") or {}).get("fingerprint") != fingerprint:
         raise InputError(f"checkpoint {path} belongs to a different input or configuration; delete it to start over")
     return state
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.bitstream import ParsedStream, read_bitstream, read_header
+from pipeline.bitstream import ParsedStream, read_bitstream
 from pipeline.entropy import empirical_entropy_bits
 from pipeline.errors import BitstreamError, InputError
 from pipeline.networks import build_network
@@ -77,7 +77,6 @@ def decode_frames(data: bytes, frame_range=None, device: str | torch.device = "c
 
 def bitstream_info(data: bytes) -> dict:
     """The header and the byte split of a file, as a JSON-ready dict (no rendering)."""
-    read_header(data)  # fail fast with the envelope's error before decoding
     parsed = read_bitstream(data)
     split = parsed.split
     info = parsed.header.to_json()
