@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import report
+from cli import OneLineErrorParser
 from benchmarks.anchors import FFmpegAnchor, RDPoint, X264Anchor, X265Anchor, encoder_version
 from pipeline.config import CodecPreset, load_preset, override, preset_names, section_to_dict
 from pipeline.errors import InputError
@@ -80,15 +81,8 @@ COLUMNS = [
 INT_COLUMNS = ["bytes", "frames", "width", "height", "bits", "epochs", "prune_epochs", "qat_epochs", "parameters"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """Reports a bad option as one ``error:`` line (InputError, exit 2) instead of argparse's usage dump."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise InputError(message)
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="enerv-bench", description="Rate-distortion benchmark: E-NeRV against x264 and x265.")
+    p = OneLineErrorParser(prog="enerv-bench", description="Rate-distortion benchmark: E-NeRV against x264 and x265.")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files (or PNG patterns / folders)")
     p.add_argument("-o", "--output", required=True, help="output folder (its parent must exist)")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated, of: " + ", ".join(CODECS))
