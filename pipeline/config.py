@@ -116,7 +116,6 @@ class FitConfig:
     l1_weight: float = 0.7
     ssim_weight: float = 0.3
     seed: int = 1
-    eval_every: int = 0  # epochs between PSNR evaluations over the whole clip; 0 = only at the end
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
