@@ -16,17 +16,16 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-EXIT_OK, EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+from pipeline.cli_common import (
+    EXIT_INPUT,
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    OneLineErrorParser,
+    non_negative_int,
+)
+
 DEFAULT_PRESET = "enerv-cpu-s"
-
-
-class OneLineErrorParser(argparse.ArgumentParser):
-    """argparse that reports a bad option as one ``error:`` line (exit 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        from pipeline.errors import InputError
-
-        raise InputError(message)
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -58,16 +57,6 @@ def _run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None
             signal.signal(signal.SIGTERM, previous)
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
-    return value
-
-
 # --- enerv-compress -------------------------------------------------------------------------
 
 
@@ -77,13 +66,13 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None, help=f"a preset of cfgs/ (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="a YAML config file (instead of --preset)")
-    p.add_argument("--epochs", type=_non_negative_int, help="fitting epochs (fine-tune epochs scale along)")
-    p.add_argument("--prune-epochs", type=_non_negative_int, help="fine-tuning epochs after pruning")
-    p.add_argument("--qat-epochs", type=_non_negative_int, help="quantization-aware fine-tuning epochs")
+    p.add_argument("--epochs", type=non_negative_int, help="fitting epochs (fine-tune epochs scale along)")
+    p.add_argument("--prune-epochs", type=non_negative_int, help="fine-tuning epochs after pruning")
+    p.add_argument("--qat-epochs", type=non_negative_int, help="quantization-aware fine-tuning epochs")
     p.add_argument("--no-qat", action="store_true", help="skip the quantization-aware fine-tune")
     p.add_argument("--prune", type=float, help="fraction of weights to prune, in [0, 1)")
     p.add_argument("--bits", type=int, help="quantization bits, 2..16")
-    p.add_argument("--batch-size", type=_non_negative_int, help="frames per training step")
+    p.add_argument("--batch-size", type=non_negative_int, help="frames per training step")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--frames", help="frame range A:B (half-open) to encode")
@@ -156,7 +145,7 @@ def _decompress_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", help="decode only frames A:B (half-open)")
     p.add_argument("--info", action="store_true", help="print the header and the byte split as JSON, render nothing")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=_non_negative_int, default=8, help="frames rendered at once")
+    p.add_argument("--batch-size", type=non_negative_int, default=8, help="frames rendered at once")
     return p
 
 

@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from benchmarks import report
-from cli import OneLineErrorParser
 from benchmarks.anchors import FFmpegAnchor, RDPoint, X264Anchor, X265Anchor, encoder_version
+from pipeline.cli_common import OneLineErrorParser
 from pipeline.config import CodecPreset, load_preset, override, preset_names, section_to_dict
 from pipeline.errors import InputError
 from pipeline.files import write_atomically
