@@ -1,108 +1,133 @@
-"""Quantization of a fitted network into symbols, and its fine-tuning."""
+"""Quantization of a fitted network: steps chosen for rate and distortion, and its symbols.
+
+One quantizer serves training and the file. Every transmitted tensor has one step, a float16
+value; the network is fine-tuned on exactly the grid the file stores
+(:func:`pipeline.quantization.quantize_dequantize`), first with uniform noise of one step in
+place of rounding, then with rounding itself (straight-through). The steps are learned with the
+weights: a Laplace estimate of each tensor's coded size (:mod:`compress.rate`), weighted by
+lambda, pulls them up; the distortion pulls them down. With a bit depth (``bits``) the symbols are
+bounded by +-(2^(bits-1) - 1) instead and the steps start from the tensor's peak.
+"""
 
 from __future__ import annotations
-
-import math
-from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
+from compress.rate import laplace_bits, laplace_scale_init
 from pipeline.bitstream import CodedTensor
-from pipeline.entropy import empirical_entropy_bits
-from pipeline.quantization import choose_scales, dequantize, fake_quantize, quantize
+from pipeline.quantization import (
+    MAX_SYMBOL,
+    QuantParams,
+    peak_steps,
+    qmax,
+    quantize,
+    quantize_dequantize,
+    steps_as_tensor,
+)
+
+NOISE, ROUND = "noise", "round"
 
 
-def quantize_tensor(
-    weight: np.ndarray,
-    bits: int,
-    mask: np.ndarray | None,
-    distortion: Callable[[np.ndarray], float] | None = None,
-) -> CodedTensor:
-    """Quantizes one tensor per tensor or per output channel, whichever is better.
+def _float16_ste(x: torch.Tensor) -> torch.Tensor:
+    """``x`` rounded to the nearest float16, with the identity as gradient."""
+    return x + (x.half().float() - x).detach()
 
-    "Better" weighs distortion against rate with the high-rate rule that one more
-    bit per symbol divides the squared error by four: the option with the smaller
-    ``D * 4^(R/n)`` wins, R counting the coded values and the float16 scales.
-    ``distortion`` maps the dequantized tensor to D (by default the weights' squared
-    error; the encoder passes the network's output error instead, which is what
-    matters: with entropy coding, per-tensor steps minimize the weights' error).
+
+def _round_ste(x: torch.Tensor) -> torch.Tensor:
+    return x + (torch.round(x) - x).detach()
+
+
+class LearnedQuantizer(nn.Module):
+    """A step and a Laplace scale (both as logs) per transmitted tensor, trained with the network.
+
+    ``names`` are the network's parameter names in file order; ``masks`` hold the pruned
+    tensors' masks (pruned weights are zero, not coded, and cost nothing here).
     """
-    kept = mask if mask is not None else np.ones(weight.shape, bool)
-    target = weight * kept
-    if distortion is None:
-        def distortion(w: np.ndarray) -> float:
-            return float(np.sum((w - target) ** 2))
 
-    options = [False] + ([True] if weight.ndim >= 2 and weight.shape[0] > 1 else [])
-    n = max(int(kept.sum()), 1)
-    best = None
-    for per_channel in options:
-        params = choose_scales(target, bits, per_channel)
-        symbols = (quantize(weight, params) * kept).astype(np.int32)
-        coded = CodedTensor(params, symbols, mask)
-        if len(options) == 1:
-            return coded
-        rate = empirical_entropy_bits(symbols[kept]) + 16 * params.scales.size
-        # log(D * 4^(R/n)), in logs to stay finite for tiny n
-        score = math.log(max(distortion(dequantize(symbols, params)), 1e-300)) + math.log(4.0) * rate / n
-        if best is None or score < best[0]:
-            best = (score, coded)
-    return best[1]
+    def __init__(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None,
+                 bits: int | None = None, init_bits: int = 8, learn_steps: bool = True):
+        super().__init__()
+        self.names = list(params)
+        self.masks = masks or {}
+        self.max_symbol = qmax(bits) if bits is not None else MAX_SYMBOL
+        self.learn_steps = learn_steps
+        steps, scales = [], []
+        for name in self.names:
+            w = self._masked(name, params[name]).detach().float().cpu()
+            steps.append(float(peak_steps(w.numpy(), bits if bits is not None else init_bits)[0]))
+            kept = w[self.masks[name].cpu()] if name in self.masks else w
+            scales.append(laplace_scale_init(kept) if kept.numel() else 1.0)
+        device = next(iter(params.values())).device
+        self.log_steps = nn.Parameter(torch.tensor(steps, device=device).log(), requires_grad=learn_steps)
+        self.log_scales = nn.Parameter(torch.tensor(scales, device=device).log())
+
+    def _masked(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        return p * self.masks[name] if name in self.masks else p
+
+    def steps(self) -> torch.Tensor:
+        """The steps as the file stores them: float16 values (straight-through when learned)."""
+        return _float16_ste(self.log_steps.exp().clamp(min=2.0**-24, max=65504.0))
+
+    def forward(self, params: dict[str, torch.Tensor], mode: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        """The weights the network uses, and the estimated bits of coding them.
+
+        ``mode`` NOISE adds uniform noise of one step (a differentiable stand-in for rounding);
+        ROUND rounds onto the file's grid, straight-through for the weights and, as in learned
+        step-size quantization, with the rounding residual as the step's gradient.
+        """
+        steps, scales = self.steps(), self.log_scales.exp()
+        weights, bits = {}, steps.new_zeros(())
+        for i, name in enumerate(self.names):
+            p = self._masked(name, params[name])
+            step = steps_as_tensor(steps[i : i + 1], p.dim())
+            if mode == NOISE:
+                bound = self.max_symbol * step
+                v = torch.maximum(torch.minimum(p, bound), -bound) + (torch.rand_like(p) - 0.5) * step
+            elif mode == ROUND:
+                v = torch.clamp(_round_ste(p / step), -self.max_symbol, self.max_symbol) * step
+            else:
+                raise ValueError(f"unknown quantization mode {mode!r}")
+            if name in self.masks:
+                v = v * self.masks[name]
+                cost = laplace_bits(v[self.masks[name]], step.reshape(()), scales[i])
+            else:
+                cost = laplace_bits(v, step.reshape(()), scales[i])
+            weights[name] = v
+            bits = bits + cost.sum()
+        return weights, bits
+
+    def quant_params(self) -> list[QuantParams]:
+        """The file's quantization parameters (one float16 step per tensor), in file order."""
+        steps = self.steps().detach().cpu().numpy().astype(np.float16)
+        return [QuantParams(np.array([s], np.float16)) for s in steps]
+
+    @torch.no_grad()
+    def estimated_bits(self, params: dict[str, torch.Tensor]) -> float:
+        """The Laplace estimate of the rounded weights' coded size (bits)."""
+        return float(self(params, ROUND)[1])
 
 
-def output_distortion(model: nn.Module, name: str, times: torch.Tensor, reference: torch.Tensor):
-    """D for :func:`quantize_tensor`: squared error of the network's output when only
-    the tensor ``name`` is replaced by its quantized version."""
-    param = dict(model.named_parameters())[name]
-
-    def distortion(w: np.ndarray) -> float:
-        original = param.detach().clone()
-        with torch.no_grad():
-            param.copy_(torch.from_numpy(w))
-            error = float(((model(times) - reference) ** 2).sum())
-            param.copy_(original)
-        return error
-
-    return distortion
-
-
-def quantize_network(model: nn.Module, bits: int, masks: dict[str, torch.Tensor],
-                     probe_frames: int = 4, num_frames: int = 2) -> list[CodedTensor]:
-    """Every transmitted tensor, in the network's parameter order, as symbols.
-
-    The per-tensor/per-channel choice is judged on the output of ``probe_frames``
-    frames spread over the clip.
-    """
-    device = next(model.parameters()).device
-    times = torch.linspace(0, 1, min(probe_frames, num_frames), device=device)
-    model.eval()
-    with torch.no_grad():
-        reference = model(times)
+def quantize_network(model: nn.Module, quantizer: LearnedQuantizer) -> list[CodedTensor]:
+    """Every transmitted tensor, in the network's parameter order, as symbols on the file's grid."""
     coded = []
-    for name, param in model.named_parameters():
-        weight = param.detach().float().cpu().numpy()
-        mask = masks[name].cpu().numpy() if name in masks else None
-        coded.append(quantize_tensor(weight, bits, mask, output_distortion(model, name, times, reference)))
+    params = dict(model.named_parameters())
+    for name, qp in zip(quantizer.names, quantizer.quant_params()):
+        weight = quantizer._masked(name, params[name]).detach().float().cpu().numpy()
+        symbols = np.clip(quantize(weight, qp), -quantizer.max_symbol, quantizer.max_symbol).astype(np.int32)
+        mask = quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None
+        if mask is not None:
+            symbols = symbols * mask
+        coded.append(CodedTensor(qp, symbols, mask))
     return coded
 
 
-def load_dequantized(model: nn.Module, coded: list[CodedTensor]) -> None:
-    """Loads the weights the decoder will see into ``model``, in place."""
+def load_quantized(model: nn.Module, quantizer: LearnedQuantizer) -> None:
+    """Puts the weights the decoder will see into ``model``, in place (torch, same arithmetic)."""
     with torch.no_grad():
-        for param, tensor in zip(model.parameters(), coded):
-            param.copy_(torch.from_numpy(dequantize(tensor.symbols, tensor.params)))
+        steps = quantizer.steps()
+        for i, (name, p) in enumerate(model.named_parameters()):
+            p.copy_(quantize_dequantize(quantizer._masked(name, p), steps[i : i + 1], quantizer.max_symbol))
 
 
-def fake_quantized_weights(bits: int, masks: dict[str, torch.Tensor], per_channel: dict[str, bool]):
-    """A weight transform for fine-tuning: masked, then quantized with a straight-through gradient."""
-
-    def transform(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = {}
-        for name, p in params.items():
-            w = p * masks[name] if name in masks else p
-            out[name] = fake_quantize(w, bits, per_channel[name])
-        return out
-
-    return transform

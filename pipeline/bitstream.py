@@ -1,18 +1,23 @@
-"""The ``.bin`` container: both halves (write and read) of format version 1.
+"""The ``.bin`` container: both halves (write and read) of format version 2, and the reader of version 1.
 
 Layout, little-endian throughout::
 
     magic "ENRV" | u16 version | u32 header length | header | u32 payload length | payload | u32 CRC-32
 
-The CRC covers every byte before it.  The header holds a zlib-compressed JSON object
-(network config, video geometry), the symbol models (integer counts) and one record
-per transmitted tensor, in the order the network declares its parameters: flags,
-bits, float16 scales, model index, kept count and payload lengths.  The payload holds
-each tensor's range-coded pruning mask, then its range-coded values.
+The CRC covers every byte before it. The header starts with a zlib-compressed JSON object: the
+network config, the video geometry and, in version 2, the segment table (the first frame and the
+frame count of each segment, in order; the segments tile the video). Then, for each segment, its
+symbol models and one record per transmitted tensor, in the order the network declares its
+parameters: flags, float16 step(s), model index, kept count and payload lengths. The payload holds,
+segment after segment, each tensor's range-coded pruning mask, then its range-coded values. The
+records give every segment's payload length, so a reader decodes only the segments it needs.
 
-Every length and count is checked against the bytes that are really there before
-anything is allocated, so a damaged or hostile file is refused with a
-:class:`BitstreamError`, never decoded into wrong weights.
+Version 1 (read only) has one segment, a bit depth per tensor (``|symbol| <= 2^(bits-1) - 1``) and
+no model kinds; its files decode exactly as they always did.
+
+Every length and count is checked against the bytes that are really there before anything is
+allocated, so a damaged or hostile file is refused with a :class:`BitstreamError`, never decoded
+into wrong weights.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -31,16 +36,19 @@ from pipeline.entropy import MAX_ALPHABET, SymbolModel
 from pipeline.errors import BitstreamError, InputError
 from pipeline.geometry import MAX_SIDE
 from pipeline.networks import build_network
-from pipeline.quantization import QuantParams, qmax
+from pipeline.quantization import MAX_SYMBOL, QuantParams, qmax
 
 MAGIC = b"ENRV"
-FORMAT_VERSION = 1
-MAX_HEADER_JSON = 1 << 16
-MAX_PARAMETERS = 1 << 26  # 67 M weights: five times the paper's largest network
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+MAX_HEADER_JSON = 1 << 22  # the segment table of a long video is part of it
+MAX_PARAMETERS = 1 << 26  # 67 M weights per segment: five times the paper's largest network
 MAX_FRAMES = 1 << 24
+MAX_SEGMENTS = 1 << 16
 
 _FLAG_PER_CHANNEL = 1
 _FLAG_MASKED = 2
+_MODEL_COUNTS = 0  # the only symbol-model kind so far: integer counts over an alphabet
 
 
 # --- byte-level reading and writing -----------------------------------------------
@@ -140,15 +148,18 @@ class StreamHeader:
         }
 
     @classmethod
-    def from_json(cls, data: dict) -> StreamHeader:
+    def from_json(cls, data: dict, legacy_network: dict | None = None) -> StreamHeader:
         try:
             video = data["video"]
-            network = section_from_dict(NetworkConfig, data["network"], "bitstream network")
+            network_fields = data["network"]
+            if legacy_network and isinstance(network_fields, dict):
+                network_fields = {**legacy_network, **network_fields}
+            network = section_from_dict(NetworkConfig, network_fields, "bitstream network")
             header = cls(network, int(video["width"]), int(video["height"]), int(video["frames"]),
                          float(video["fps"]), str(data.get("encoder", "")))
         except InputError as exc:
             raise BitstreamError(f"the header describes an invalid network: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
             raise BitstreamError("the header is missing fields or has fields of the wrong type") from None
         header.validate()
         return header
@@ -178,12 +189,27 @@ class CodedTensor:
     mask: np.ndarray | None = None  # bool, True = kept; None = not pruned
 
 
+@dataclass(frozen=True)
+class SegmentSpan:
+    """Frames ``first .. first + count - 1`` of the video, rendered by one network."""
+
+    first: int
+    count: int
+
+    @property
+    def stop(self) -> int:
+        return self.first + self.count
+
+    def __contains__(self, frame: int) -> bool:
+        return self.first <= frame < self.stop
+
+
 @dataclass
 class SizeSplit:
     """Where the bytes of a file go."""
 
     header: int = 0  # magic, version, lengths, JSON, per-tensor records, CRC
-    side_info: int = 0  # symbol models (counts) and quantization scales
+    side_info: int = 0  # symbol models (counts) and quantization steps
     masks: int = 0  # coded pruning masks
     payload: int = 0  # coded weight values
     per_tensor: list[dict] = field(default_factory=list)
@@ -212,22 +238,36 @@ def _check_size(shapes: list[tuple[str, tuple[int, ...]]]) -> None:
 # --- symbol models ------------------------------------------------------------------
 
 
-def _write_model(w: ByteWriter, model: SymbolModel) -> None:
+def _write_counts(w: ByteWriter, model: SymbolModel) -> None:
     w.svarint(model.offset)
     w.varint(model.alphabet)
     for count in model.counts.tolist():
         w.varint(count)
 
 
-def _read_model(r: ByteReader) -> SymbolModel:
-    offset = r.svarint(MAX_ALPHABET)
-    alphabet = r.varint(MAX_ALPHABET)
+def _read_counts(r: ByteReader, bound: int) -> SymbolModel:
+    offset = r.svarint(bound)
+    alphabet = r.varint(min(MAX_ALPHABET, 2 * bound + 1))
     if alphabet < 1 or alphabet > r.remaining:  # each count takes at least a byte
         raise BitstreamError("corrupt symbol model: bad alphabet size")
     counts = np.array([r.varint(MAX_PARAMETERS) for _ in range(alphabet)], dtype=np.int64)
     if counts.sum() == 0:
         raise BitstreamError("corrupt symbol model: all counts are zero")
+    if offset < -bound or offset + alphabet - 1 > bound:
+        raise BitstreamError("corrupt symbol model: symbols outside the format's range")
     return SymbolModel(offset, counts)
+
+
+def _write_model(w: ByteWriter, model: SymbolModel) -> None:
+    w.pack("B", _MODEL_COUNTS)
+    _write_counts(w, model)
+
+
+def _read_model(r: ByteReader) -> SymbolModel:
+    (kind,) = r.unpack("B")
+    if kind != _MODEL_COUNTS:
+        raise BitstreamError(f"corrupt symbol model: unknown kind {kind}")
+    return _read_counts(r, MAX_SYMBOL)
 
 
 def _model_bytes(model: SymbolModel) -> int:
@@ -274,76 +314,138 @@ def _mask_model(numel: int, kept: int) -> SymbolModel:
     return SymbolModel(0, np.array([numel - kept, kept], dtype=np.int64))
 
 
-# --- the file ---------------------------------------------------------------------------
+def _kept_values(t: CodedTensor) -> np.ndarray:
+    return t.symbols[t.mask] if t.mask is not None else t.symbols.ravel()
 
 
-def write_bitstream(header: StreamHeader, tensors: list[CodedTensor]) -> tuple[bytes, SizeSplit]:
-    """Serializes a header and the coded tensors (in network order) into file bytes."""
+# --- writing (version 2) ---------------------------------------------------------------
+
+
+def _segment_table(spans: list[SegmentSpan], num_frames: int) -> None:
+    expected = 0
+    for span in spans:
+        if span.first != expected or span.count < 1:
+            raise ValueError("segments must tile the video in order")
+        expected = span.stop
+    if expected != num_frames:
+        raise ValueError(f"the segments cover {expected} frames, the video has {num_frames}")
+
+
+def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list[CodedTensor]],
+                    spans: list[SegmentSpan] | None = None) -> tuple[bytes, SizeSplit]:
+    """Serializes a header and the coded tensors into file bytes (format version 2).
+
+    ``tensors`` is one network's tensors in parameter order, or, with ``spans``, one such list
+    per segment.
+    """
     header.validate()
+    if spans is None:
+        segments = [tensors]
+        spans = [SegmentSpan(0, header.num_frames)]
+    else:
+        segments = tensors
+        if len(segments) != len(spans):
+            raise ValueError("one list of tensors per segment")
+    _segment_table(spans, header.num_frames)
     shapes = transmitted_shapes(header.network)
-    if [s for _, s in shapes] != [t.symbols.shape for t in tensors]:
-        raise ValueError("the tensors do not match the network's transmitted parameters")
     split = SizeSplit()
-    values = [t.symbols[t.mask] if t.mask is not None else t.symbols.ravel() for t in tensors]
-    models, model_index = choose_models(values)
-
+    meta = header.to_json()
+    meta["segments"] = [[s.first, s.count] for s in spans]
     h = ByteWriter()
-    meta = zlib.compress(json.dumps(header.to_json(), separators=(",", ":"), sort_keys=True).encode(), 9)
-    h.varint(len(meta))
-    h.raw(meta)
-    before = h.size
-    h.varint(len(models))
-    for m in models:
-        _write_model(h, m)
-    split.side_info += h.size - before
-    h.varint(len(tensors))
+    blob = zlib.compress(json.dumps(meta, separators=(",", ":"), sort_keys=True).encode(), 9)
+    h.varint(len(blob))
+    h.raw(blob)
     payload = ByteWriter()
-    for (name, shape), t, v, mi in zip(shapes, tensors, values, model_index):
-        flags = (_FLAG_PER_CHANNEL if t.params.per_channel else 0) | (_FLAG_MASKED if t.mask is not None else 0)
-        h.pack("BB", flags, t.params.bits)
-        h.raw(t.params.scales.astype("<f2").tobytes())
-        split.side_info += 2 * t.params.scales.size
-        h.varint(mi)
-        mask_bytes = b""
-        if t.mask is not None:
-            kept = int(t.mask.sum())
-            mask_bytes = _mask_model(t.mask.size, kept).encode(t.mask.ravel().astype(np.int32))
-            h.varint(kept)
-            h.varint(len(mask_bytes))
-        value_bytes = models[mi].encode(v)
-        h.varint(len(value_bytes))
-        payload.raw(mask_bytes)
-        payload.raw(value_bytes)
-        split.masks += len(mask_bytes)
-        split.payload += len(value_bytes)
-        split.per_tensor.append({
-            "name": name, "shape": list(shape), "bits": t.params.bits, "per_channel": t.params.per_channel,
-            "kept": int(v.size), "model": mi, "value_bytes": len(value_bytes), "mask_bytes": len(mask_bytes),
-        })
-    header_bytes = h.getvalue()
-    payload_bytes = payload.getvalue()
+    for si, coded in enumerate(segments):
+        if [s for _, s in shapes] != [t.symbols.shape for t in coded]:
+            raise ValueError("the tensors do not match the network's transmitted parameters")
+        for t in coded:
+            if t.params.bits is not None or int(np.abs(t.symbols).max(initial=0)) > MAX_SYMBOL:
+                raise ValueError("version-2 tensors have no bit depth and symbols within +-MAX_SYMBOL")
+        values = [_kept_values(t) for t in coded]
+        models, model_index = choose_models(values)
+        before = h.size
+        h.varint(len(models))
+        for m in models:
+            _write_model(h, m)
+        split.side_info += h.size - before
+        h.varint(len(coded))
+        for (name, shape), t, v, mi in zip(shapes, coded, values, model_index):
+            flags = (_FLAG_PER_CHANNEL if t.params.per_channel else 0) | (_FLAG_MASKED if t.mask is not None else 0)
+            h.pack("B", flags)
+            h.raw(t.params.scales.astype("<f2").tobytes())
+            split.side_info += 2 * t.params.scales.size
+            h.varint(mi)
+            mask_bytes = b""
+            if t.mask is not None:
+                kept = int(t.mask.sum())
+                mask_bytes = _mask_model(t.mask.size, kept).encode(t.mask.ravel().astype(np.int32))
+                h.varint(kept)
+                h.varint(len(mask_bytes))
+            value_bytes = models[mi].encode(v)
+            h.varint(len(value_bytes))
+            payload.raw(mask_bytes)
+            payload.raw(value_bytes)
+            split.masks += len(mask_bytes)
+            split.payload += len(value_bytes)
+            split.per_tensor.append({
+                "segment": si, "name": name, "shape": list(shape), "per_channel": t.params.per_channel,
+                "kept": int(v.size), "model": mi, "value_bytes": len(value_bytes), "mask_bytes": len(mask_bytes),
+            })
+    data = _envelope(FORMAT_VERSION, h.getvalue(), payload.getvalue())
+    split.header = len(data) - split.side_info - split.masks - split.payload
+    return data, split
+
+
+def _envelope(version: int, header_bytes: bytes, payload_bytes: bytes) -> bytes:
     out = ByteWriter()
     out.raw(MAGIC)
-    out.pack("HI", FORMAT_VERSION, len(header_bytes))
+    out.pack("HI", version, len(header_bytes))
     out.raw(header_bytes)
     out.pack("I", len(payload_bytes))
     out.raw(payload_bytes)
     body = out.getvalue()
-    data = body + struct.pack("<I", zlib.crc32(body))
-    split.header = len(data) - split.side_info - split.masks - split.payload
-    return data, split
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+# --- reading ------------------------------------------------------------------------------
+
+
+@dataclass
+class ParsedSegment:
+    span: SegmentSpan
+    tensors: list[CodedTensor] | None  # None: not decoded (outside the frames asked for)
 
 
 @dataclass
 class ParsedStream:
     header: StreamHeader
-    tensors: list[CodedTensor]
+    segments: list[ParsedSegment]
     shapes: list[tuple[str, tuple[int, ...]]]
     split: SizeSplit
+    version: int = FORMAT_VERSION
+
+    @property
+    def tensors(self) -> list[CodedTensor]:
+        """The tensors of a one-segment file (every file of version 1, short clips of version 2)."""
+        if len(self.segments) != 1:
+            raise ValueError("this file has several segments; use .segments")
+        return self.segments[0].tensors
+
+    def segment_of(self, frame: int) -> int:
+        """Index of the segment that renders ``frame``."""
+        lo, hi = 0, len(self.segments) - 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.segments[mid].span.first <= frame:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
 
 
-def _check_envelope(data: bytes) -> tuple[bytes, bytes]:
-    """Checks magic, version, lengths and CRC; returns (header bytes, payload bytes)."""
+def _check_envelope(data: bytes) -> tuple[int, bytes, bytes]:
+    """Checks magic, version, lengths and CRC; returns (version, header bytes, payload bytes)."""
     if len(data) == 0:
         raise BitstreamError("the file is empty")
     if len(data) < 4 or data[:4] != MAGIC:
@@ -351,8 +453,11 @@ def _check_envelope(data: bytes) -> tuple[bytes, bytes]:
     r = ByteReader(data, "file")
     r.raw(4)
     (version,) = r.unpack("H")
-    if version != FORMAT_VERSION:
-        raise BitstreamError(f"unsupported bitstream format version {version} (this decoder reads {FORMAT_VERSION})")
+    if version not in READABLE_VERSIONS:
+        raise BitstreamError(
+            f"unsupported bitstream format version {version} (this decoder reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))})"
+        )
     (header_len,) = r.unpack("I")
     if header_len + 8 > r.remaining:
         raise BitstreamError("truncated file: the header is cut short")
@@ -366,7 +471,7 @@ def _check_envelope(data: bytes) -> tuple[bytes, bytes]:
     (crc,) = r.unpack("I")
     if zlib.crc32(memoryview(data)[:-4]) != crc:
         raise BitstreamError("checksum mismatch: the file is corrupt")
-    return header_bytes, payload
+    return version, header_bytes, payload
 
 
 def _read_json(r: ByteReader) -> dict:
@@ -377,80 +482,167 @@ def _read_json(r: ByteReader) -> dict:
         if inflater.unconsumed_tail:
             raise BitstreamError("corrupt header: metadata too large")
         meta = json.loads(text)
-    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError):
+    except (zlib.error, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise BitstreamError("corrupt header: unreadable metadata") from None
     if not isinstance(meta, dict):
         raise BitstreamError("corrupt header: metadata is not an object")
     return meta
 
 
+# Version-1 files were written before the network config had these fields; their networks
+# had the structure these values describe.
+_V1_NETWORK = {"single_head_projection": True}
+
+
+def _parse_header(version: int, meta: dict) -> tuple[StreamHeader, list[SegmentSpan]]:
+    legacy = _V1_NETWORK if version == 1 else None
+    if version == 1 and isinstance(meta.get("network"), dict) and set(_V1_NETWORK) & set(meta["network"]):
+        raise BitstreamError("corrupt header: a version-1 network with fields of later versions")
+    header = StreamHeader.from_json(meta, legacy)
+    if version == 1:
+        return header, [SegmentSpan(0, header.num_frames)]
+    table = meta.get("segments")
+    if not isinstance(table, list) or not 1 <= len(table) <= min(MAX_SEGMENTS, header.num_frames):
+        raise BitstreamError("corrupt header: a bad segment table")
+    spans, expected = [], 0
+    for entry in table:
+        if (not isinstance(entry, list) or len(entry) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
+            raise BitstreamError("corrupt header: a bad segment table")
+        first, count = entry
+        if first != expected or count < 1:
+            raise BitstreamError("corrupt header: the segments do not tile the video")
+        spans.append(SegmentSpan(first, count))
+        expected = first + count
+    if expected != header.num_frames:
+        raise BitstreamError("corrupt header: the segments do not cover the video")
+    return header, spans
+
+
 def read_header(data: bytes) -> StreamHeader:
     """Checks the envelope and returns the header (no weights decoded)."""
-    header_bytes, _ = _check_envelope(data)
-    return StreamHeader.from_json(_read_json(ByteReader(header_bytes, "header")))
+    version, header_bytes, _ = _check_envelope(data)
+    return _parse_header(version, _read_json(ByteReader(header_bytes, "header")))[0]
 
 
-def read_bitstream(data: bytes) -> ParsedStream:
-    """Parses and entropy-decodes a whole file; the inverse of :func:`write_bitstream`."""
-    header_bytes, payload = _check_envelope(data)
-    r = ByteReader(header_bytes, "header")
-    header = StreamHeader.from_json(_read_json(r))
-    shapes = transmitted_shapes(header.network)
-    _check_size(shapes)
-    split = SizeSplit()
+@dataclass
+class _Record:
+    name: str
+    shape: tuple[int, ...]
+    flags: int
+    bits: int | None
+    scales: np.ndarray
+    model: int
+    kept: int
+    mask_len: int
+    value_len: int
+
+
+def _read_records(r: ByteReader, version: int, shapes, payload_left: int) -> tuple[list[SymbolModel], list[_Record], int]:
+    """One segment's models and records; also the bytes of side information they took."""
     models_start = r.remaining
     n_models = r.varint(r.remaining)
-    models = [_read_model(r) for _ in range(n_models)]
-    split.side_info += models_start - r.remaining
+    if version == 1:
+        models = [_read_counts(r, MAX_ALPHABET) for _ in range(n_models)]
+    else:
+        models = [_read_model(r) for _ in range(n_models)]
+    side = models_start - r.remaining
     n_tensors = r.varint(len(shapes) + 1)
     if n_tensors != len(shapes):
         raise BitstreamError(f"the file has {n_tensors} tensors, the network declares {len(shapes)}")
-    p = ByteReader(payload, "payload")
-    tensors = []
+    records = []
     for name, shape in shapes:
         numel = math.prod(shape)
-        flags, bits = r.unpack("BB")
-        if flags & ~(_FLAG_PER_CHANNEL | _FLAG_MASKED) or not 2 <= bits <= 16:
-            raise BitstreamError(f"corrupt record for {name}: flags {flags}, bits {bits}")
+        if version == 1:
+            flags, bits = r.unpack("BB")
+            if not 2 <= bits <= 16:
+                raise BitstreamError(f"corrupt record for {name}: bits {bits}")
+        else:
+            (flags,) = r.unpack("B")
+            bits = None
+        if flags & ~(_FLAG_PER_CHANNEL | _FLAG_MASKED):
+            raise BitstreamError(f"corrupt record for {name}: flags {flags}")
         n_scales = shape[0] if flags & _FLAG_PER_CHANNEL else 1
         scales = np.frombuffer(r.raw(2 * n_scales), dtype="<f2").astype(np.float16)
         if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
-            raise BitstreamError(f"corrupt record for {name}: invalid scales")
-        split.side_info += 2 * n_scales
+            raise BitstreamError(f"corrupt record for {name}: invalid steps")
+        side += 2 * n_scales
         if n_models == 0:
             raise BitstreamError("corrupt header: no symbol models")
         mi = r.varint(n_models - 1)
         model = models[mi]
-        q = qmax(bits)
-        if model.offset < -q or model.offset + model.alphabet - 1 > q:
-            raise BitstreamError(f"corrupt record for {name}: symbol model outside the {bits}-bit range")
-        mask, kept, mask_len = None, numel, 0
+        bound = qmax(bits) if bits is not None else MAX_SYMBOL
+        if model.offset < -bound or model.offset + model.alphabet - 1 > bound:
+            raise BitstreamError(f"corrupt record for {name}: symbol model outside the tensor's range")
+        kept, mask_len = numel, 0
         if flags & _FLAG_MASKED:
             kept = r.varint(numel)
-            mask_len = r.varint(p.remaining)
-            mask_symbols = _mask_model(numel, kept).decode(p.raw(mask_len), numel) if numel else np.zeros(0)
-            mask = mask_symbols.astype(bool)
-            if int(mask.sum()) != kept:
-                raise BitstreamError(f"corrupt payload for {name}: the mask does not match its count")
-            split.masks += mask_len
-        value_len = r.varint(p.remaining)
+            mask_len = r.varint(payload_left)
+            payload_left -= mask_len
+        value_len = r.varint(payload_left)
+        payload_left -= value_len
         if model.is_constant and value_len:
             raise BitstreamError(f"corrupt record for {name}: payload for a constant tensor")
-        values = model.decode(p.raw(value_len), kept)
-        split.payload += value_len
+        records.append(_Record(name, shape, flags, bits, scales, mi, kept, mask_len, value_len))
+    return models, records, side
+
+
+def _decode_tensors(p: ByteReader, models: list[SymbolModel], records: list[_Record]) -> list[CodedTensor]:
+    tensors = []
+    for rec in records:
+        numel = math.prod(rec.shape)
+        mask = None
+        if rec.flags & _FLAG_MASKED:
+            mask_symbols = _mask_model(numel, rec.kept).decode(p.raw(rec.mask_len), numel) if numel else np.zeros(0)
+            mask = mask_symbols.astype(bool)
+            if int(mask.sum()) != rec.kept:
+                raise BitstreamError(f"corrupt payload for {rec.name}: the mask does not match its count")
+        values = models[rec.model].decode(p.raw(rec.value_len), rec.kept)
         if mask is None:
-            symbols = values.reshape(shape)
+            symbols = values.reshape(rec.shape)
         else:
             symbols = np.zeros(numel, np.int32)
             symbols[mask] = values
-            symbols = symbols.reshape(shape)
-            mask = mask.reshape(shape)
-        tensors.append(CodedTensor(QuantParams(bits, scales), symbols, mask))
-        split.per_tensor.append({
-            "name": name, "shape": list(shape), "bits": bits, "per_channel": n_scales > 1, "kept": int(kept),
-            "model": mi, "value_bytes": value_len, "mask_bytes": mask_len,
-        })
+            symbols = symbols.reshape(rec.shape)
+            mask = mask.reshape(rec.shape)
+        tensors.append(CodedTensor(QuantParams(rec.scales, rec.bits), symbols, mask))
+    return tensors
+
+
+def read_bitstream(data: bytes, frames: range | None = None) -> ParsedStream:
+    """Parses a whole file and entropy-decodes the segments that render ``frames`` (all by default).
+
+    The inverse of :func:`write_bitstream`; also reads version-1 files.
+    """
+    version, header_bytes, payload = _check_envelope(data)
+    r = ByteReader(header_bytes, "header")
+    header, spans = _parse_header(version, _read_json(r))
+    shapes = transmitted_shapes(header.network)
+    _check_size(shapes)
+    split = SizeSplit()
+    p = ByteReader(payload, "payload")
+    segments = []
+    for si, span in enumerate(spans):
+        models, records, side = _read_records(r, version, shapes, p.remaining)
+        split.side_info += side
+        if frames is None or (span.first < frames.stop and frames.start < span.stop):
+            tensors = _decode_tensors(p, models, records)
+        else:
+            p.raw(sum(rec.mask_len + rec.value_len for rec in records))
+            tensors = None
+        segments.append(ParsedSegment(span, tensors))
+        for rec in records:
+            split.masks += rec.mask_len
+            split.payload += rec.value_len
+            entry = {"name": rec.name, "shape": list(rec.shape), "per_channel": rec.scales.size > 1,
+                     "kept": int(rec.kept), "model": rec.model, "value_bytes": rec.value_len,
+                     "mask_bytes": rec.mask_len}
+            if version == 1:
+                entry["bits"] = rec.bits
+            else:
+                entry["segment"] = si
+            split.per_tensor.append(entry)
     if r.remaining or p.remaining:
         raise BitstreamError("corrupt file: unexplained bytes after the last tensor")
     split.header = len(data) - split.side_info - split.masks - split.payload
-    return ParsedStream(header, tensors, shapes, split)
+    return ParsedStream(header, segments, shapes, split, version)

@@ -16,7 +16,7 @@ import yaml
 
 from pipeline.errors import InputError
 
-MODEL_KINDS = ("enerv", "nerv")
+MODEL_KINDS = ("enerv", "nerv", "enerv-grid")
 MAX_STAGES = 8
 
 
@@ -45,6 +45,19 @@ class NetworkConfig:
     heads: int = 8
     head_dim: int = 64
     mod_dim: int = 128
+    # A one-head attention block whose head is as wide as the block has no output projection
+    # (the reference structure); True keeps one there too (files of format version 1).
+    single_head_projection: bool = False
+    # enerv-grid only: learned feature grids instead of E-NeRV's token transformer. Temporal
+    # grids on the token grid (level i: one knot every time_grid_spacing[i] frames, with
+    # time_grid_channels[i] channels) give the base feature map of a frame; static spatial grids
+    # of space_grid_channels channels are added at the stage inputs that are space_grid_scales
+    # times smaller than the output. time_grid_knots is derived from the clip's length.
+    time_grid_spacing: tuple[int, ...] = (4, 1)
+    time_grid_channels: tuple[int, ...] = (4, 2)
+    time_grid_knots: tuple[int, ...] | None = None
+    space_grid_scales: tuple[int, ...] = (4, 2)
+    space_grid_channels: tuple[int, ...] = (2, 1)
     # Geometry; None = derive from the video size.
     fc_h: int | None = None
     fc_w: int | None = None
@@ -71,6 +84,8 @@ class NetworkConfig:
         for name, value in positive.items():
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 16:
                 raise InputError(f"network.{name} must be an integer in 1..65536, got {value!r}")
+        if not isinstance(self.single_head_projection, bool):
+            raise InputError(f"network.single_head_projection must be true or false, got {self.single_head_projection!r}")
         if not 0 < self.expansion <= 64:
             raise InputError(f"network.expansion must be in (0, 64], got {self.expansion!r}")
         if not 1.0 < self.pe_base <= 16.0:
@@ -90,10 +105,25 @@ class NetworkConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or not 0 < value <= 4096):
                 raise InputError(f"network.{name} must be an integer in 1..4096, got {value!r}")
+        def integers(values, high) -> bool:
+            return all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= high for v in values)
+
+        spacing, channels, knots = self.time_grid_spacing, self.time_grid_channels, self.time_grid_knots
+        if not (1 <= len(spacing) == len(channels) <= MAX_STAGES and integers(spacing + channels, 4096)):
+            raise InputError("network.time_grid_spacing and time_grid_channels must be lists of the same length "
+                             f"(1..{MAX_STAGES}) of integers in 1..4096")
+        if knots is not None and (len(knots) != len(spacing) or not integers(knots, 1 << 16) or min(knots) < 2):
+            raise InputError("network.time_grid_knots must hold one integer in 2..65536 per temporal level")
+        scales, channels = self.space_grid_scales, self.space_grid_channels
+        if (len(scales) != len(channels) or len(scales) > MAX_STAGES
+                or not integers(scales + channels, 4096)):
+            raise InputError("network.space_grid_scales and space_grid_channels must be lists of the same length "
+                             f"(at most {MAX_STAGES}) of integers in 1..4096")
 
     @property
     def is_resolved(self) -> bool:
-        return self.fc_h is not None and self.fc_w is not None and self.strides is not None
+        geometry = self.fc_h is not None and self.fc_w is not None and self.strides is not None
+        return geometry and (self.kind != "enerv-grid" or self.time_grid_knots is not None)
 
     @property
     def out_height(self) -> int:

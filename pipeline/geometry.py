@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from pipeline.config import NetworkConfig
 from pipeline.errors import InputError
+from pipeline.networks import time_grid_knots
 
 MIN_SIDE = 8
 MAX_SIDE = 8192
@@ -52,12 +53,18 @@ def split_strides(scale: int, max_stages: int) -> tuple[int, ...]:
     return tuple(sorted(factors, reverse=True))
 
 
-def resolve_network(config: NetworkConfig, width: int, height: int) -> NetworkConfig:
-    """Returns ``config`` with ``fc_h``, ``fc_w`` and ``strides`` set for a video size.
+def resolve_network(config: NetworkConfig, width: int, height: int, num_frames: int | None = None) -> NetworkConfig:
+    """Returns ``config`` with ``fc_h``, ``fc_w`` and ``strides`` set for a video size, and for
+    ``enerv-grid`` the temporal grid's knots for a clip (or segment) of ``num_frames`` frames.
 
     Given values are kept; they must then cover the video.  Otherwise the scale is
     chosen so that the grid holds about ``grid_tokens`` tokens with little padding.
     """
+    if config.kind == "enerv-grid" and config.time_grid_knots is None:
+        if num_frames is None:
+            raise ValueError("an enerv-grid network needs the clip's frame count to be resolved")
+        knots = tuple(time_grid_knots(spacing, num_frames) for spacing in config.time_grid_spacing)
+        config = replace(config, time_grid_knots=knots)
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
         raise InputError(
             f"cannot serve a {width}x{height} video: each side must be in {MIN_SIDE}..{MAX_SIDE} pixels"

@@ -40,13 +40,18 @@ def mlp(dims: list[int]) -> nn.Sequential:
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a bias-free QKV projection."""
+    """Multi-head self-attention with a bias-free QKV projection.
 
-    def __init__(self, dim: int, heads: int, head_dim: int):
+    As in the reference implementation, one head as wide as the block needs no output
+    projection (``always_project`` keeps one anyway, as files of format version 1 have).
+    """
+
+    def __init__(self, dim: int, heads: int, head_dim: int, always_project: bool = False):
         super().__init__()
         self.heads = heads
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=False)
-        self.out = nn.Linear(heads * head_dim, dim)
+        project = always_project or not (heads == 1 and head_dim == dim)
+        self.out = nn.Linear(heads * head_dim, dim) if project else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, n, _ = x.shape
@@ -58,9 +63,9 @@ class Attention(nn.Module):
 class TransformerBlock(nn.Module):
     """Post-residual transformer block without layer norms (E-NeRV's choice)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int):
+    def __init__(self, dim: int, heads: int, head_dim: int, mlp_dim: int, always_project: bool = False):
         super().__init__()
-        self.attn = Attention(dim, heads, head_dim)
+        self.attn = Attention(dim, heads, head_dim, always_project)
         self.ffn = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Linear(mlp_dim, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +147,9 @@ class ENeRV(nn.Module):
         self.register_buffer("grid_y", ys.flatten(), persistent=False)
         self.register_buffer("grid_x", xs.flatten(), persistent=False)
         self.stem_xy = mlp([2 * self.pe.dim, c.block_dim])
-        self.spatial_block = TransformerBlock(c.block_dim, 1, c.head_dim, c.mlp_dim)
-        self.fused_block = TransformerBlock(c.block_dim, c.heads, c.head_dim, c.mlp_dim)
+        project = c.single_head_projection
+        self.spatial_block = TransformerBlock(c.block_dim, 1, c.head_dim, c.mlp_dim, project)
+        self.fused_block = TransformerBlock(c.block_dim, c.heads, c.head_dim, c.mlp_dim, project)
         self.to_fc = nn.Identity() if c.block_dim == c.fc_dim else mlp([c.block_dim, c.fc_dim])
         # Second temporal branch: per-stage (gamma, beta) after instance normalization.
         self.mod_t = mlp([self.pe.dim, c.mod_dim, c.mod_dim])
@@ -191,9 +197,100 @@ class NeRV(nn.Module):
         return torch.sigmoid(self.head(x))
 
 
+def stage_sizes(config: NetworkConfig) -> list[tuple[int, int]]:
+    """(height, width) of the input of each stage, then of the head's input (the output size)."""
+    h, w = config.fc_h, config.fc_w
+    sizes = [(h, w)]
+    for s in config.strides:
+        h, w = h * s, w * s
+        sizes.append((h, w))
+    return sizes
+
+
+def space_grid_stages(config: NetworkConfig) -> dict[int, int]:
+    """Stage index -> channels of the static spatial grid added at that stage's input.
+
+    A grid asked for at ``scale`` (times smaller than the output) goes to the stage input whose
+    scale is nearest in log; the head's input (scale 1) counts as stage ``len(strides)``.
+    """
+    factors = [math.prod(config.strides[i:]) for i in range(len(config.strides) + 1)]
+    out: dict[int, int] = {}
+    for scale, channels in zip(config.space_grid_scales, config.space_grid_channels):
+        stage = min(range(len(factors)), key=lambda i: (abs(math.log(factors[i] / scale)), -i))
+        out[stage] = out.get(stage, 0) + channels
+    return out
+
+
+def time_grid_knots(spacing: int, num_frames: int) -> int:
+    """Knots of a temporal grid with one knot every ``spacing`` frames, both ends included."""
+    return max(2, math.ceil((num_frames - 1) / spacing) + 1)
+
+
+class GridENeRV(nn.Module):
+    """E-NeRV's up-sampling decoder, fed by learned feature grids instead of its token transformer.
+
+    A frame's base feature map is the temporal grids interpolated linearly at the frame's time
+    (a 1x1 convolution widens it to ``fc_dim`` channels); static learned grids add
+    position-specific detail at finer stage inputs; every stage keeps E-NeRV's temporal
+    modulation (instance normalization, then a scale and shift computed from the frame's time).
+    A frame still depends on its index alone.
+    """
+
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config = c = _resolved(config)
+        self.pe = PositionalEncoding(c.pe_base, c.pe_levels)
+        self.time_grids = nn.ParameterList(
+            nn.Parameter(torch.randn(knots, channels, c.fc_h, c.fc_w) * 0.1)
+            for knots, channels in zip(c.time_grid_knots, c.time_grid_channels))
+        self.time_proj = nn.Conv2d(sum(c.time_grid_channels), c.fc_dim, 1)
+        self.mod_t = mlp([self.pe.dim, c.mod_dim, c.mod_dim])
+        widths = stage_widths(c)
+        self.modulations = nn.ModuleList(mlp([c.mod_dim, 2 * c_in]) for c_in, _ in widths)
+        sizes = stage_sizes(c)
+        inputs = [c_in for c_in, _ in widths] + [widths[-1][1]]
+        self.grid_stages = sorted(space_grid_stages(c).items())
+        self.space_grids = nn.ParameterList(
+            nn.Parameter(torch.randn(1, k, *sizes[i]) * 0.1) for i, k in self.grid_stages)
+        self.space_projs = nn.ModuleList(nn.Conv2d(k, inputs[i], 1, bias=False) for i, k in self.grid_stages)
+        self.stages = nn.ModuleList(
+            (FirstUpBlock if i == 0 else UpBlock)(c_in, c_out, s)
+            for i, ((c_in, c_out), s) in enumerate(zip(widths, c.strides))
+        )
+        self.head = nn.Conv2d(widths[-1][1], 3, 1)
+
+    def _time_features(self, t: torch.Tensor) -> torch.Tensor:
+        """Each temporal grid interpolated linearly at the frames' times, levels concatenated."""
+        levels = []
+        for grid in self.time_grids:
+            knots = grid.shape[0]
+            position = t.float().clamp(0, 1) * (knots - 1)
+            left = position.floor().long().clamp(max=knots - 2)
+            weight = (position - left.float()).view(-1, 1, 1, 1)
+            levels.append(grid[left] * (1 - weight) + grid[left + 1] * weight)
+        return torch.cat(levels, dim=1)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """``t``: [B] normalized frame indices -> [B, 3, H, W] frames in [0, 1]."""
+        x = self.time_proj(self._time_features(t))
+        t_mod = self.mod_t(self.pe(t))
+        grids = {stage: (grid, proj) for (stage, _), grid, proj in zip(self.grid_stages, self.space_grids,
+                                                                       self.space_projs)}
+        for i, (modulation, stage) in enumerate(zip(self.modulations, self.stages)):
+            gamma, beta = modulation(t_mod)[..., None, None].chunk(2, dim=1)
+            x = F.instance_norm(x) * gamma + beta
+            if i in grids:
+                x = x + grids[i][1](grids[i][0])
+            x = stage(x)
+        if len(self.stages) in grids:
+            grid, proj = grids[len(self.stages)]
+            x = x + proj(grid)
+        return torch.sigmoid(self.head(x))
+
+
 def build_network(config: NetworkConfig) -> nn.Module:
     """The network a resolved config describes (same parameter order on both sides)."""
-    return {"enerv": ENeRV, "nerv": NeRV}[config.kind](config)
+    return {"enerv": ENeRV, "nerv": NeRV, "enerv-grid": GridENeRV}[config.kind](config)
 
 
 def frame_times(indices: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -6,10 +6,12 @@ import pytest
 import torch
 
 from compress.prune import prune_by_magnitude
-from compress.quantize import quantize_network
+from compress.quantize import LearnedQuantizer, quantize_network
 from pipeline.bitstream import (
     FORMAT_VERSION,
     MAGIC,
+    CodedTensor,
+    SegmentSpan,
     StreamHeader,
     read_bitstream,
     read_header,
@@ -26,8 +28,8 @@ SMALL = dict(fc_dim=16, block_dim=16, mlp_dim=16, stem_dims=(32,), mod_dim=16, h
              expansion=2.0, lower_width=8, pe_levels=16, max_stages=3)
 
 
-def _coded(kind="enerv", bits=8, prune=0.3, width=48, height=32):
-    torch.manual_seed(0)
+def _coded(kind="enerv", bits=8, prune=0.3, width=48, height=32, seed=0, frames=8):
+    torch.manual_seed(seed)
     network = resolve_network(NetworkConfig(kind=kind, **SMALL), width, height)
     model = build_network(network)
     masks = prune_by_magnitude(model, prune)
@@ -35,8 +37,8 @@ def _coded(kind="enerv", bits=8, prune=0.3, width=48, height=32):
         for name, p in model.named_parameters():
             if name in masks:
                 p.mul_(masks[name])
-    coded = quantize_network(model, bits, masks, num_frames=8)
-    return StreamHeader(network, width, height, 8, 24.0, "test"), coded
+    coded = quantize_network(model, LearnedQuantizer(dict(model.named_parameters()), masks, bits=bits))
+    return StreamHeader(network, width, height, frames, 24.0, "test"), coded
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +49,7 @@ def stream():
 
 
 @pytest.mark.parametrize("kind", ["enerv", "nerv"])
-@pytest.mark.parametrize("bits,prune", [(8, 0.0), (8, 0.5), (2, 0.2), (16, 0.0), (5, 0.9)])
+@pytest.mark.parametrize("bits,prune", [(8, 0.0), (8, 0.5), (2, 0.2), (16, 0.0), (5, 0.9), (None, 0.0), (None, 0.4)])
 def test_round_trip_is_bit_exact(kind, bits, prune):
     header, coded = _coded(kind, bits, prune)
     data, split = write_bitstream(header, coded)
@@ -67,6 +69,44 @@ def test_header_survives_and_shapes_match(stream):
     header, coded, data, _ = stream
     assert read_header(data) == header
     assert [s for _, s in transmitted_shapes(header.network)] == [c.symbols.shape for c in coded]
+
+
+def test_segments_round_trip_and_decode_only_what_is_asked():
+    header, first = _coded(seed=1, frames=10)
+    _, second = _coded(seed=2, frames=10)
+    _, third = _coded(seed=3, frames=10)
+    spans = [SegmentSpan(0, 4), SegmentSpan(4, 5), SegmentSpan(9, 1)]
+    data, split = write_bitstream(header, [first, second, third], spans)
+    assert split.total == len(data)
+    parsed = read_bitstream(data)
+    assert [s.span for s in parsed.segments] == spans
+    for coded, segment in zip([first, second, third], parsed.segments):
+        for ours, theirs in zip(coded, segment.tensors):
+            np.testing.assert_array_equal(ours.symbols, theirs.symbols)
+    assert [parsed.segment_of(f) for f in range(10)] == [0] * 4 + [1] * 5 + [2]
+    partial = read_bitstream(data, frames=range(5, 7))
+    assert partial.segments[0].tensors is None and partial.segments[2].tensors is None
+    for ours, theirs in zip(second, partial.segments[1].tensors):
+        np.testing.assert_array_equal(ours.symbols, theirs.symbols)
+    with pytest.raises(ValueError):
+        partial.tensors  # several segments: no single list of tensors
+
+
+@pytest.mark.parametrize("spans", [[SegmentSpan(0, 4)], [SegmentSpan(0, 4), SegmentSpan(5, 5)],
+                                   [SegmentSpan(1, 9)], [SegmentSpan(0, 12)]])
+def test_segments_that_do_not_tile_the_video_are_not_written(spans):
+    header, coded = _coded(frames=10)
+    with pytest.raises(ValueError):
+        write_bitstream(header, [coded] * len(spans), spans)
+
+
+def test_symbols_beyond_the_format_range_are_not_written():
+    header, coded = _coded(bits=None, prune=0.0)
+    big = coded[0].symbols.copy()
+    big.flat[0] = 1 << 15
+    coded[0] = CodedTensor(coded[0].params, big, None)
+    with pytest.raises(ValueError):
+        write_bitstream(header, coded)
 
 
 def test_each_tensor_codes_within_one_percent_of_its_entropy(stream):

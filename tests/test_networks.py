@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
@@ -70,10 +72,10 @@ SMALL = dict(fc_dim=16, block_dim=16, mlp_dim=16, stem_dims=(32,), mod_dim=16, h
              expansion=2.0, lower_width=8, pe_levels=16, max_stages=3)
 
 
-@pytest.mark.parametrize("kind", ["enerv", "nerv"])
+@pytest.mark.parametrize("kind", ["enerv", "nerv", "enerv-grid"])
 @pytest.mark.parametrize("width,height", [(48, 32), (21, 17), (64, 36), (16, 16)])
 def test_output_shape_and_range(kind, width, height):
-    config = resolve_network(NetworkConfig(kind=kind, **SMALL), width, height)
+    config = resolve_network(NetworkConfig(kind=kind, **SMALL), width, height, num_frames=10)
     model = build_network(config)
     out = model(frame_times(torch.arange(3), 10))
     assert out.shape == (3, 3, config.out_height, config.out_width)
@@ -92,3 +94,39 @@ def test_parameter_order_is_deterministic():
     names_b = [n for n, _ in build_network(config).named_parameters()]
     assert names_a == names_b
     assert "grid_x" not in dict(build_network(config).state_dict())
+
+
+def test_single_head_attention_has_no_output_projection_as_in_the_reference():
+    """enerv-cpu-l is the reference's small configuration: its one-head block is 64 wide with a
+    64-wide head, so the reference has no output projection there (4,160 parameters)."""
+    config = resolve_network(load_preset("enerv-cpu-l").network, 320, 180)
+    model = build_network(config)
+    assert isinstance(model.spatial_block.attn.out, torch.nn.Identity)
+    assert count_parameters(model) == 959_923
+    legacy = build_network(replace(config, single_head_projection=True))  # files of format version 1
+    assert count_parameters(legacy) == 959_923 + 64 * 64 + 64
+
+
+def test_grid_network_resolves_its_grids_from_the_clip():
+    config = resolve_network(NetworkConfig(kind="enerv-grid", time_grid_spacing=(2, 1), time_grid_channels=(4, 2),
+                                           space_grid_scales=(4, 2), space_grid_channels=(2, 1), max_stages=3),
+                             320, 180, num_frames=48)
+    assert config.strides == (5, 2, 2) and config.time_grid_knots == (25, 48)  # every 2nd frame (and the last)
+    model = build_network(config)
+    assert [tuple(g.shape) for g in model.time_grids] == [(25, 4, 9, 16), (48, 2, 9, 16)]
+    assert [tuple(g.shape) for g in model.space_grids] == [(1, 2, 45, 80), (1, 1, 90, 160)]
+    with pytest.raises(ValueError):  # the knots need the clip's length
+        resolve_network(NetworkConfig(kind="enerv-grid"), 320, 180)
+
+
+def test_grid_network_parameter_order_is_deterministic_and_frames_depend_on_their_index_only():
+    config = resolve_network(NetworkConfig(kind="enerv-grid", **SMALL), 48, 32, num_frames=9)
+    torch.manual_seed(0)
+    model = build_network(config).eval()
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in build_network(config).named_parameters()]
+    with torch.no_grad():
+        together = model(frame_times(torch.arange(9), 9))
+        alone = torch.cat([model(frame_times(torch.tensor([i]), 9)) for i in range(9)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
+    first, last = together[0], together[-1]
+    assert not torch.allclose(first, last)  # the temporal grid makes frames differ
