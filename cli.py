@@ -1,7 +1,8 @@
 """Command-line entry points: parse, build a config, call the package, map errors to exit codes.
 
-Exit codes: 0 success; 1 unexpected internal error; 2 bad input or options (one line
-``error: ...`` on stderr); 130 interrupted (a checkpoint is kept for ``--resume``).
+Exit codes (:func:`pipeline.cli_common.run_command`): 0 success; 1 unexpected internal error;
+2 bad input or options (one line ``error: ...`` on stderr); 130 interrupted (a checkpoint is
+kept for ``--resume``).
 """
 
 from __future__ import annotations
@@ -9,52 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
-import threading
-import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.cli_common import (
-    EXIT_INPUT,
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    OneLineErrorParser,
-    non_negative_int,
-)
+from pipeline.cli_common import EXIT_INTERRUPTED, EXIT_OK, OneLineErrorParser, non_negative_int, run_command
 
 DEFAULT_PRESET = "enerv-cpu-s"
-
-
-def _raise_keyboard_interrupt(signum, frame):
-    raise KeyboardInterrupt
-
-
-def _run(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
-    """Runs a command body and turns every failure into one line and an exit code."""
-    from pipeline.errors import InputError
-
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
-    try:
-        return main(argv)
-    except InputError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
-        if os.environ.get("ENERV_DEBUG"):
-            traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: internal error ({type(exc).__name__}): {message}", file=sys.stderr)
-        return EXIT_INTERNAL
-    finally:
-        if in_main_thread:
-            signal.signal(signal.SIGTERM, previous)
 
 
 # --- enerv-compress -------------------------------------------------------------------------
@@ -88,16 +50,14 @@ def build_preset(args: argparse.Namespace):
     """The preset with the command-line overrides applied (all validated here)."""
     from pipeline.config import load_config, load_preset, override
     from pipeline.errors import InputError
+    from pipeline.presets import with_fit_epochs
 
     if args.preset and args.config:
         raise InputError("give --preset or --config, not both")
     preset = load_config(args.config) if args.config else load_preset(args.preset or DEFAULT_PRESET)
+    preset = with_fit_epochs(preset, args.epochs)
     fit, codec = preset.fit, preset.codec
-    if args.epochs is not None and fit.epochs:
-        scale = args.epochs / fit.epochs
-        codec = override(codec, prune_epochs=round(codec.prune_epochs * scale),
-                         qat_epochs=round(codec.qat_epochs * scale))
-    fit = override(fit, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    fit = override(fit, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
     codec = override(codec, prune_ratio=args.prune, bits=args.bits, prune_epochs=args.prune_epochs,
                      qat_epochs=0 if args.no_qat else args.qat_epochs)
     return override(preset, fit=fit, codec=codec)
@@ -188,17 +148,17 @@ def _decompress(argv: Sequence[str] | None) -> int:
 
 
 def compress_main(argv: Sequence[str] | None = None) -> int:
-    return _run(_compress, argv)
+    return run_command(_compress, argv)
 
 
 def decompress_main(argv: Sequence[str] | None = None) -> int:
-    return _run(_decompress, argv)
+    return run_command(_decompress, argv)
 
 
 def bench_main(argv: Sequence[str] | None = None) -> int:
     from benchmarks.rd import main as bench
 
-    return _run(bench, argv)
+    return run_command(bench, argv)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,8 @@
-"""The encoder: video in, ``.bin`` out, through fit -> prune -> quantize -> entropy-code."""
+"""The encoder: frames in, ``.bin`` bytes out, through fit -> prune -> quantize -> entropy-code.
+
+:func:`compress_frames` is the library entry point (frames in memory, bytes out);
+:func:`compress_video` reads a file, calls it and writes the result atomically.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,8 @@ import contextlib
 import hashlib
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +25,7 @@ from pipeline.config import CodecPreset, section_to_dict
 from pipeline.errors import InputError
 from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
-from pipeline.metrics import ms_ssim_mean, psnr
+from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr
 from pipeline.networks import build_network, count_parameters
 from pipeline.render import render_frames, resolve_device
 from pipeline.stages import StageTimer
@@ -31,9 +36,14 @@ ENCODER_NAME = "enerv-codec 0.1.0"
 
 @dataclass
 class CompressResult:
-    """What ``enerv-compress`` reports; also written as JSON with ``--json``."""
+    """What ``enerv-compress`` reports; also written as JSON with ``--json``.
 
-    output: str
+    ``seconds`` and ``stage_seconds`` time this call. ``fit_seconds`` is the time the fit
+    took where it ran: in this call, or, when ``fit_reused``, in the earlier call that put
+    it in the fit cache (``stage_seconds["fit"]`` is then only the time to load it).
+    """
+
+    output: str  # the file written; empty when compress_frames only returned the bytes
     bytes: int
     bpp: float
     psnr: float
@@ -52,13 +62,12 @@ class CompressResult:
     size_split: dict[str, int] = field(default_factory=dict)
     device: str = "cpu"
     fit_history: list[dict] = field(default_factory=list)
+    fit_seconds: float = 0.0
+    fit_reused: bool = False
+    fit_key: str = ""  # identifies the fit (network + fit settings + frames): equal keys, equal fits
 
     def to_json(self) -> dict:
         return asdict(self)
-
-
-def bits_per_pixel(num_bytes: int, width: int, height: int, frames: int) -> float:
-    return 8.0 * num_bytes / (width * height * frames)
 
 
 @contextlib.contextmanager
@@ -70,13 +79,14 @@ def _resumable_from(checkpoint: Path):
         raise FitInterrupted(checkpoint) from None
 
 
-def _run_fingerprint(preset: CodecPreset, source: Path, frames: np.ndarray) -> str:
-    """Identifies a run, so that --resume never continues someone else's checkpoint."""
+def _run_fingerprint(preset: CodecPreset, source_id: str, frames: np.ndarray) -> str:
+    """Identifies a fit, so that --resume never continues someone else's checkpoint and the
+    fit cache never hands out another clip's network."""
     h = hashlib.sha256()
     # Not the codec section: a fitted network can be pruned and quantized in other ways.
     h.update(json.dumps({k: section_to_dict(getattr(preset, k)) for k in ("network", "fit")},
                         sort_keys=True).encode())
-    h.update(str(source.resolve()).encode())
+    h.update(source_id.encode())
     h.update(np.ascontiguousarray(frames[:: max(1, len(frames) // 8)]).tobytes())
     h.update(str(frames.shape).encode())
     return h.hexdigest()
@@ -94,62 +104,122 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return state
 
 
-def compress_video(
-    source: str | Path,
-    output: str | Path,
+
+
+def _require_checkpoint(checkpoint: Path | None) -> Path:
+    if checkpoint is None:
+        raise ValueError("resume needs the checkpoint's path")
+    if not checkpoint.exists():
+        raise InputError(f"--resume: no checkpoint {checkpoint} to resume from")
+    return checkpoint
+
+
+def _fit_cache_file(folder: Path, fingerprint: str, device: torch.device) -> Path:
+    # The device is part of the key: a fit on a GPU (bf16) is not the fit a CPU makes.
+    return folder / f"{fingerprint[:32]}-{device.type}.pt"
+
+
+def _load_cached_fit(path: Path, fingerprint: str, device: torch.device) -> dict | None:
+    """The cached fit at ``path`` if it is there, readable and this fit's; None otherwise (fit again)."""
+    try:
+        entry = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - missing or damaged: the fit runs and replaces it
+        return None
+    if (not isinstance(entry, dict) or entry.get("fingerprint") != fingerprint or entry.get("device") != device.type
+            or not isinstance(entry.get("model"), dict) or not isinstance(entry.get("history"), list)
+            or not isinstance(entry.get("seconds"), float)):
+        return None
+    return entry
+
+
+def _store_fit(path: Path, fingerprint: str, device: torch.device, model: torch.nn.Module, history: list[dict],
+               seconds: float) -> None:
+    path.parent.mkdir(exist_ok=True)
+    save_checkpoint(path, {"fingerprint": fingerprint, "device": device.type, "seconds": float(seconds),
+                           "history": history,
+                           "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
+
+
+def _checked_frames(frames: np.ndarray, fps: float) -> np.ndarray:
+    if not isinstance(frames, np.ndarray) or frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[3] != 3:
+        raise InputError(f"expected uint8 RGB frames [T,H,W,3], got {getattr(frames, 'dtype', type(frames))} "
+                         f"{getattr(frames, 'shape', '')}")
+    if frames.shape[0] < 1:
+        raise InputError("no frames to compress")
+    if not (fps > 0 and np.isfinite(fps)):
+        raise InputError(f"the frame rate must be a positive number, got {fps!r}")
+    return frames
+
+
+def compress_frames(
+    frames: np.ndarray,
+    fps: float,
     preset: CodecPreset,
     *,
-    frame_range: tuple[int, int | None] | None = None,
-    size: tuple[int, int] | None = None,
     device: str = "auto",
-    resume: bool = False,
     progress: bool = True,
-) -> CompressResult:
-    """Compresses a video into a ``.bin`` file and returns the measured result.
+    fit_cache: Path | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    source_id: str = "",
+) -> tuple[bytes, CompressResult]:
+    """Compresses uint8 RGB frames [T,H,W,3] and returns the bitstream's bytes and the measured result.
 
-    The reported quality is measured on the frames rendered from the weights decoded
-    from the file's own bytes, exactly what ``enerv-decompress`` will produce. The
-    fitting checkpoint (``OUTPUT.ckpt``) is removed at the end; resuming from a finished
-    fit with other codec settings re-runs only the codec stages.
+    Writes no output file. The reported quality is measured on the frames rendered from the
+    weights decoded from the returned bytes, exactly what ``enerv-decompress`` will produce.
+
+    ``checkpoint``: where fitting checkpoints go (every minute, and on Ctrl-C or SIGTERM,
+    which raise :class:`FitInterrupted`); it is left for the caller to remove once the bytes
+    are safely stored. ``resume`` continues from it; resuming from a finished fit with other
+    codec settings re-runs only the codec stages. ``fit_cache``: a folder of fitted networks,
+    keyed by the fingerprint that ``resume`` checks (network and fit settings, ``source_id``,
+    the frames) and the device; a fit found there is not run again (``fit_reused``), and a
+    fit that runs is stored there. Calls that differ only in the ``codec`` section thus share
+    one fit. ``source_id`` names the source, so that neither a checkpoint nor a cached fit is
+    taken for another source's.
     """
-    source, output = Path(source), Path(output)
-    check_output_path(output, [source])
-    checkpoint = output.with_name(output.name + ".ckpt")
-    if resume and not checkpoint.exists():
-        raise InputError(f"--resume: no checkpoint {checkpoint} to resume from")
-    timer = StageTimer()
-    dev = resolve_device(device)
-
-    with timer.stage("read"):
-        probed = probe_video(source)
-        # An unservable size is refused before the whole clip is decoded.
-        resolve_network(preset.network, *(size or (probed.width, probed.height)))
-        video = read_video(source, frame_range=frame_range, size=size)
-    frames = video.frames
+    frames = _checked_frames(frames, fps)
+    if resume:
+        _require_checkpoint(checkpoint)
     T, H, W = frames.shape[:3]
     network = resolve_network(preset.network, W, H)
-    fingerprint = _run_fingerprint(preset, source, frames)
+    timer = StageTimer()
+    dev = resolve_device(device)
+    fingerprint = _run_fingerprint(preset, source_id, frames)
     tag = {"fingerprint": fingerprint}
     state = _load_checkpoint(checkpoint, fingerprint) if resume else None
+    cache_file = _fit_cache_file(fit_cache, fingerprint, dev) if fit_cache is not None else None
 
     torch.manual_seed(preset.fit.seed)
     model = build_network(network).to(dev)
     clip = Clip.from_numpy(frames, dev)
-    fit_history: list[dict] = []
-    if progress:
-        print(f"fitting {count_parameters(model):,} parameters to {T} frames of {W}x{H} on {dev.type} "
-              f"({preset.fit.epochs} epochs)", file=sys.stderr)
-
+    fit_reused = False
     with timer.stage("fit"):
+        cached = None
         if state is not None and state.get("stage") == "fitted":
             model.load_state_dict(state["model"])
-            fit_history = state["history"]
+            fit_history, fit_seconds = state["history"], float(state.get("fit_seconds", 0.0))
+            fit_reused = bool(state.get("fit_reused", False))
+        elif cache_file is not None and (cached := _load_cached_fit(cache_file, fingerprint, dev)) is not None:
+            model.load_state_dict(cached["model"])
+            fit_history, fit_seconds, fit_reused = cached["history"], cached["seconds"], True
+            if progress:
+                print(f"fitted network of {count_parameters(model):,} parameters taken from {cache_file} "
+                      f"(the fit took {fit_seconds:.1f} s)", file=sys.stderr)
         else:
+            if progress:
+                print(f"fitting {count_parameters(model):,} parameters to {T} frames of {W}x{H} on {dev.type} "
+                      f"({preset.fit.epochs} epochs)", file=sys.stderr)
+            started = time.perf_counter()
             result = fit_network(model, clip, preset.fit, progress=progress, checkpoint=checkpoint,
                                  checkpoint_tag=tag, resume_state=state)
-            fit_history = result.history
+            fit_history, fit_seconds = result.history, time.perf_counter() - started
+            if cache_file is not None:
+                _store_fit(cache_file, fingerprint, dev, model, fit_history, fit_seconds)
+        if checkpoint is not None and (state is None or state.get("stage") != "fitted"):
             save_checkpoint(checkpoint, {"tag": tag, "stage": "fitted", "model": model.state_dict(),
-                                         "history": fit_history})
+                                         "history": fit_history, "fit_seconds": fit_seconds,
+                                         "fit_reused": fit_reused})
     with timer.stage("evaluate-fit"):
         fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
 
@@ -174,7 +244,7 @@ def compress_video(
             coded = quantize_network(model, codec.bits, masks, num_frames=T)
 
     with timer.stage("entropy-code"):
-        header = StreamHeader(network, W, H, T, video.info.fps, ENCODER_NAME)
+        header = StreamHeader(network, W, H, T, fps, ENCODER_NAME)
         data, split = write_bitstream(header, coded)
         # Check our own output: the decoder's weights must be the encoder's, bit for bit.
         parsed = read_bitstream(data)
@@ -189,12 +259,8 @@ def compress_video(
         quality = psnr(rendered, frames)
         similarity = ms_ssim_mean(rendered, frames)
 
-    with timer.stage("write"):
-        write_atomically(output, data)
-    checkpoint.unlink(missing_ok=True)
-
-    return CompressResult(
-        output=str(output),
+    return data, CompressResult(
+        output="",
         bytes=len(data),
         bpp=bits_per_pixel(len(data), W, H, T),
         psnr=quality,
@@ -202,7 +268,7 @@ def compress_video(
         frames=T,
         width=W,
         height=H,
-        fps=video.info.fps,
+        fps=fps,
         parameters=count_parameters(model),
         preset=preset.name,
         bits=codec.bits,
@@ -214,5 +280,50 @@ def compress_video(
                     "payload": split.payload},
         device=dev.type,
         fit_history=fit_history,
+        fit_seconds=fit_seconds,
+        fit_reused=fit_reused,
+        fit_key=fingerprint[:16],
     )
 
+
+def compress_video(
+    source: str | Path,
+    output: str | Path,
+    preset: CodecPreset,
+    *,
+    frame_range: tuple[int, int | None] | None = None,
+    size: tuple[int, int] | None = None,
+    device: str = "auto",
+    resume: bool = False,
+    progress: bool = True,
+    fit_cache: Path | None = None,
+) -> CompressResult:
+    """Reads a video, compresses it with :func:`compress_frames` and writes the ``.bin`` atomically.
+
+    The fitting checkpoint is ``OUTPUT.ckpt`` (``resume`` continues from it); it is removed
+    once the file is written.
+    """
+    source, output = Path(source), Path(output)
+    check_output_path(output, [source])
+    checkpoint = output.with_name(output.name + ".ckpt")
+    if resume:
+        _require_checkpoint(checkpoint)
+    timer = StageTimer()
+    with timer.stage("read"):
+        # An unservable size is refused before the whole clip is decoded: from the requested
+        # size, or else from the one probe of the source.
+        if size is None:
+            probed = probe_video(source)
+            resolve_network(preset.network, probed.width, probed.height)
+        else:
+            resolve_network(preset.network, *size)
+        video = read_video(source, frame_range=frame_range, size=size)
+    data, result = compress_frames(video.frames, video.info.fps, preset, device=device, progress=progress,
+                                   fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
+                                   source_id=str(source.resolve()))
+    with timer.stage("write"):
+        write_atomically(output, data)
+    checkpoint.unlink(missing_ok=True)
+    stages = {"read": round(timer.seconds["read"], 3), **result.stage_seconds,
+              "write": round(timer.seconds["write"], 3)}
+    return replace(result, output=str(output), seconds=result.seconds + timer.total, stage_seconds=stages)

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -99,6 +100,48 @@ def lr_factor(step: int, total: int, warmup: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * (step - warm) / max(total - warm, 1)))
 
 
+class StepLoss(NamedTuple):
+    """What one training step measured: the loss it minimised and the MSE of its float outputs."""
+
+    loss: float
+    mse: float
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def training_step(
+    model: nn.Module,
+    params: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    clip: Clip,
+    indices: torch.Tensor,
+    fit: FitConfig,
+    transform: WeightTransform | None = None,
+) -> StepLoss | None:
+    """One optimisation step on the frames ``indices``: forward, loss, backward, optimizer step.
+
+    ``params`` are the model's named parameters (those ``optimizer`` updates); ``transform``
+    maps them to the weights of the forward pass. The learning rate is the caller's (it
+    sets the schedule on ``optimizer``). Returns None, having changed nothing, when the
+    loss is not finite. Fitting, every fine-tune and ``benchmarks/speed.py`` run this step.
+    """
+    target = clip.batch(indices)
+    with _autocast(clip.frames.device):
+        weights = transform(params) if transform else params
+        pred = functional_call(model, weights, (frame_times(indices, clip.num_frames),))
+    pred = pred[:, :, : clip.height, : clip.width].float()
+    loss = reconstruction_loss(pred, target, fit.l1_weight, fit.ssim_weight)
+    if not torch.isfinite(loss):
+        return None
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return StepLoss(loss.item(), float(F.mse_loss(pred.detach(), target)))
+
+
 def _epoch_order(num_frames: int, seed: int, epoch: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(num_frames, generator=generator)
@@ -160,7 +203,6 @@ def train(
     optimizer = torch.optim.Adam(params.values(), lr=lr, betas=fit.betas)
     steps_per_epoch = math.ceil(clip.num_frames / fit.batch_size)
     total_steps = max(epochs * steps_per_epoch, 1)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     start_epoch, lr_scale, recoveries, history = 0, 1.0, 0, []
     best_loss, best_state = math.inf, None
@@ -212,20 +254,12 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = lr * lr_scale * lr_factor(step, total_steps, fit.warmup)
                 idx = order[i * fit.batch_size : (i + 1) * fit.batch_size]
-                target = clip.batch(idx)
-                with autocast:
-                    weights = transform(params) if transform else params
-                    pred = functional_call(model, weights, (frame_times(idx, clip.num_frames),))
-                pred = pred[:, :, : clip.height, : clip.width].float()
-                loss = reconstruction_loss(pred, target, fit.l1_weight, fit.ssim_weight)
-                if not torch.isfinite(loss):
+                step_loss = training_step(model, params, optimizer, clip, idx, fit, transform)
+                if step_loss is None:
                     diverged = True
                     break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                loss_sum += loss.item()
-                mse_sum += float(F.mse_loss(pred.detach(), target))
+                loss_sum += step_loss.loss
+                mse_sum += step_loss.mse
             if diverged:
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:

@@ -2,11 +2,20 @@
 
 Nothing here imports the rest of the project but :mod:`pipeline.errors`, so any command
 (``cli.py``, ``benchmarks/``) can use it without import cycles.
+
+Exit codes: 0 success; 1 unexpected internal error; 2 bad input or options (one line
+``error: ...`` on stderr); 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
 
 from pipeline.errors import InputError
 
@@ -29,3 +38,33 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text}")
     return value
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None) -> int:
+    """Runs a command body and turns every failure into one line and an exit code.
+
+    SIGTERM is handled like Ctrl-C (in the main thread only: signals cannot be set elsewhere).
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt) if in_main_thread else None
+    try:
+        return main(argv)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if os.environ.get("ENERV_DEBUG"):
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: internal error ({type(exc).__name__}): {message}", file=sys.stderr)
+        return EXIT_INTERNAL
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)

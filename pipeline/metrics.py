@@ -1,4 +1,4 @@
-"""Quality metrics on 8-bit RGB frames, the way a viewer receives them."""
+"""Rate and quality metrics: bits per pixel and kbps of a file, quality of 8-bit RGB frames."""
 
 from __future__ import annotations
 
@@ -8,6 +8,16 @@ from pytorch_msssim import ms_ssim
 
 PSNR_CAP_DB = 100.0  # PSNR of an exact frame; keeps means finite
 MS_SSIM_MIN_SIDE = 161  # five scales of an 11-tap window need more than 160 pixels
+
+
+def bits_per_pixel(num_bytes: int, width: int, height: int, frames: int) -> float:
+    """Rate of a whole file: ``8 * bytes / (width * height * frames)``."""
+    return 8.0 * num_bytes / (width * height * frames)
+
+
+def kilobits_per_second(num_bytes: int, frames: int, fps: float) -> float:
+    """Rate of a whole file over the clip's duration (``frames / fps`` seconds), in kbit/s."""
+    return 8.0 * num_bytes / (frames / fps) / 1000.0
 
 
 def psnr_per_frame(decoded: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import cli
+from pipeline.cli_common import run_command
 from benchmarks import rd, report
 from benchmarks.anchors import X264Anchor
 from conftest import smooth_clip
@@ -213,7 +213,7 @@ def test_bad_inputs_are_one_error_line_exit_2_and_nothing_written(case, clip, tm
         argv += ["--size", "47x31"]
     _forbid_encoding(monkeypatch)
     capsys.readouterr()
-    assert cli._run(rd.main, argv) == 2
+    assert run_command(rd.main, argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: "), err
     if case == "file in the way":
@@ -269,7 +269,7 @@ def test_an_interrupted_point_exits_130_and_the_same_command_finishes_it(clip, t
 
     with monkeypatch.context() as m:
         m.setattr(compress.encode, "compress_video", interrupted)
-        assert cli._run(rd.main, argv) == 130
+        assert run_command(rd.main, argv) == 130
     assert "error: interrupted" in capsys.readouterr().err
     left = sorted(p.name for p in (out / "files" / "clip").iterdir())
     assert left == ["enerv-test-tiny-b8-p00.bin.ckpt", "enerv-test-tiny-b8-p00.bin.plan.json"]

@@ -1,0 +1,38 @@
+"""Changes to a preset that several commands make, written once.
+
+``enerv-compress --epochs`` and ``enerv-bench --epochs`` scale the fine-tunes along with
+the fitting epochs; a benchmark point applies its codec settings over a preset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import fields
+from typing import Any
+
+from pipeline.config import CodecConfig, CodecPreset, override
+from pipeline.errors import InputError
+
+
+def with_fit_epochs(preset: CodecPreset, epochs: int | None) -> CodecPreset:
+    """The preset fitted for ``epochs`` epochs, its fine-tune epochs scaled by the same ratio.
+
+    ``None`` keeps the preset as it is.
+    """
+    if epochs is None:
+        return preset
+    codec = preset.codec
+    if preset.fit.epochs:
+        scale = epochs / preset.fit.epochs
+        codec = override(codec, prune_epochs=round(codec.prune_epochs * scale),
+                         qat_epochs=round(codec.qat_epochs * scale))
+    return override(preset, fit=override(preset.fit, epochs=epochs), codec=codec)
+
+
+def with_codec_settings(preset: CodecPreset, settings: Mapping[str, Any]) -> CodecPreset:
+    """The preset with some fields of its ``codec`` section replaced (validated by CodecConfig)."""
+    known = {f.name for f in fields(CodecConfig)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise InputError(f"unknown codec setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    return override(preset, codec=override(preset.codec, **settings))
