@@ -28,12 +28,18 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None, help=f"a preset of cfgs/ (default {DEFAULT_PRESET})")
     p.add_argument("--config", default=None, help="a YAML config file (instead of --preset)")
+    p.add_argument("--quality", type=float,
+                   help="the rate knob, 0..100 (default from the preset, 50): higher gives a larger file of "
+                        "higher quality; 20 points = 10x the weight of the rate in training")
+    p.add_argument("--bits", type=int, help="bound the symbols to a BITS-bit alphabet (2..16), steps from each "
+                                            "tensor's peak; without --quality, no rate term")
     p.add_argument("--epochs", type=non_negative_int, help="fitting epochs (fine-tune epochs scale along)")
-    p.add_argument("--prune-epochs", type=non_negative_int, help="fine-tuning epochs after pruning")
-    p.add_argument("--qat-epochs", type=non_negative_int, help="quantization-aware fine-tuning epochs")
-    p.add_argument("--no-qat", action="store_true", help="skip the quantization-aware fine-tune")
+    p.add_argument("--rd-epochs", type=non_negative_int,
+                   help="fine-tuning epochs with quantization noise and the rate term")
+    p.add_argument("--qat-epochs", type=non_negative_int, help="fine-tuning epochs on the rounded grid")
+    p.add_argument("--no-qat", action="store_true", help="skip the fine-tune on the rounded grid")
     p.add_argument("--prune", type=float, help="fraction of weights to prune, in [0, 1)")
-    p.add_argument("--bits", type=int, help="quantization bits, 2..16")
+    p.add_argument("--prune-epochs", type=non_negative_int, help="fine-tuning epochs after pruning")
     p.add_argument("--batch-size", type=non_negative_int, help="frames per training step")
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -48,6 +54,8 @@ def _compress_parser() -> argparse.ArgumentParser:
 
 def build_preset(args: argparse.Namespace):
     """The preset with the command-line overrides applied (all validated here)."""
+    from dataclasses import replace
+
     from pipeline.config import load_config, load_preset, override
     from pipeline.errors import InputError
     from pipeline.presets import with_fit_epochs
@@ -58,8 +66,10 @@ def build_preset(args: argparse.Namespace):
     preset = with_fit_epochs(preset, args.epochs)
     fit, codec = preset.fit, preset.codec
     fit = override(fit, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    codec = override(codec, prune_ratio=args.prune, bits=args.bits, prune_epochs=args.prune_epochs,
-                     qat_epochs=0 if args.no_qat else args.qat_epochs)
+    if args.bits is not None:  # a fixed alphabet; the rate term only when a quality is asked for too
+        codec = replace(codec, bits=args.bits, quality=args.quality)
+    codec = override(codec, prune_ratio=args.prune, quality=args.quality, prune_epochs=args.prune_epochs,
+                     rd_epochs=args.rd_epochs, qat_epochs=0 if args.no_qat else args.qat_epochs)
     return override(preset, fit=fit, codec=codec)
 
 
@@ -83,9 +93,14 @@ def _compress(argv: Sequence[str] | None) -> int:
         return EXIT_INTERRUPTED
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
     ms = f"{result.ms_ssim:.4f}" if result.ms_ssim is not None else "n/a (frames under 161 px)"
+    coding = [f"quality {result.quality:g}" if result.quality is not None else "no rate term"]
+    if result.bits is not None:
+        coding.append(f"{result.bits}-bit")
+    if result.prune_ratio:
+        coding.append(f"pruned {result.prune_ratio:.0%}")
     print(f"wrote {result.output}: {result.bytes:,} bytes, {result.bpp:.4f} bpp "
           f"({result.frames} frames of {result.width}x{result.height}, {result.parameters:,} parameters, "
-          f"{result.bits}-bit, pruned {result.prune_ratio:.0%})")
+          f"{', '.join(coding)})")
     print(f"quality of the decoded frames: PSNR {result.psnr:.2f} dB, MS-SSIM {ms} "
           f"(fitted before pruning/quantization: {result.fit_psnr:.2f} dB)")
     print(f"time: {stages}; total {result.seconds:.1f} s on {result.device}")

@@ -19,14 +19,15 @@ import torch
 
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
-from compress.quantize import fake_quantized_weights, load_dequantized, quantize_network
+from compress.quantize import NOISE, ROUND, STEP_LR, LearnedQuantizer, quantize_network, quantized_weights
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
-from pipeline.config import CodecPreset, section_to_dict
+from pipeline.config import CodecPreset, lambda_for_quality, section_to_dict
 from pipeline.errors import InputError
 from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
 from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr
-from pipeline.networks import build_network, count_parameters
+from pipeline.networks import build_network, count_parameters, network_with_weights
+from pipeline.quantization import dequantize
 from pipeline.render import render_frames, resolve_device
 from pipeline.stages import StageTimer
 from pipeline.video_io import probe_video, read_video
@@ -54,7 +55,7 @@ class CompressResult:
     fps: float
     parameters: int
     preset: str
-    bits: int
+    bits: int | None  # the alphabet's bit depth; None: as wide as the steps need
     prune_ratio: float
     seconds: float
     stage_seconds: dict[str, float] = field(default_factory=dict)
@@ -65,6 +66,12 @@ class CompressResult:
     fit_seconds: float = 0.0
     fit_reused: bool = False
     fit_key: str = ""  # identifies the fit (network + fit settings + frames): equal keys, equal fits
+    quality: float | None = None  # the rate knob, and the lambda it gave
+    rate_lambda: float = 0.0
+    # The rate term's estimate (Laplace model of the rounded weights) beside the coded weights
+    # (payload and masks, without the header and symbol tables): how well training saw the rate.
+    estimated_weight_bytes: float = 0.0
+    coded_weight_bytes: int = 0
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -182,7 +189,7 @@ def compress_frames(
     if resume:
         _require_checkpoint(checkpoint)
     T, H, W = frames.shape[:3]
-    network = resolve_network(preset.network, W, H)
+    network = resolve_network(preset.network, W, H, T)
     timer = StageTimer()
     dev = resolve_device(device)
     fingerprint = _run_fingerprint(preset, source_id, frames)
@@ -234,14 +241,19 @@ def compress_frames(
                 apply_masks(model, masks)
 
     with timer.stage("quantize"), _resumable_from(checkpoint):
-        coded = quantize_network(model, codec.bits, masks, num_frames=T)
+        quantizer = LearnedQuantizer(dict(model.named_parameters()), masks, bits=codec.bits,
+                                     learn_steps=codec.learn_steps).to(dev)
+        lam = lambda_for_quality(codec.quality) if codec.quality is not None else 0.0
+        if codec.rd_epochs and lam:
+            train(model, clip, preset.fit, epochs=codec.rd_epochs, lr=codec.finetune_lr,
+                  transform=quantized_weights(quantizer, NOISE, lam, T * H * W), companion=quantizer,
+                  companion_lr=STEP_LR, desc="rate-distortion fine-tune", progress=progress)
         if codec.qat_epochs:
-            per_channel = {name: t.params.per_channel for (name, _), t in zip(model.named_parameters(), coded)}
             train(model, clip, preset.fit, epochs=codec.qat_epochs, lr=codec.finetune_lr,
-                  transform=fake_quantized_weights(codec.bits, masks, per_channel), desc="quantization fine-tune",
-                  progress=progress)
-            apply_masks(model, masks)
-            coded = quantize_network(model, codec.bits, masks, num_frames=T)
+                  transform=quantized_weights(quantizer, ROUND, lam, T * H * W), companion=quantizer,
+                  companion_lr=STEP_LR, desc="quantization fine-tune", progress=progress)
+        coded = quantize_network(model, quantizer)
+        estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
 
     with timer.stage("entropy-code"):
         header = StreamHeader(network, W, H, T, fps, ENCODER_NAME)
@@ -253,8 +265,7 @@ def compress_frames(
                 raise RuntimeError("the bitstream does not decode to the encoder's weights")
 
     with timer.stage("evaluate"):
-        decoded_model = build_network(network).to(dev)
-        load_dequantized(decoded_model, parsed.tensors)
+        decoded_model = network_with_weights(network, [dequantize(t.symbols, t.params) for t in parsed.tensors], dev)
         rendered = render_frames(decoded_model, range(T), T, H, W)
         quality = psnr(rendered, frames)
         similarity = ms_ssim_mean(rendered, frames)
@@ -283,6 +294,10 @@ def compress_frames(
         fit_seconds=fit_seconds,
         fit_reused=fit_reused,
         fit_key=fingerprint[:16],
+        quality=codec.quality,
+        rate_lambda=lam,
+        estimated_weight_bytes=round(estimated_bits / 8, 1),
+        coded_weight_bytes=split.payload + split.masks,
     )
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import os
+import re
 import signal
 import sys
 import threading
@@ -33,8 +35,11 @@ from pipeline.config import FitConfig
 from pipeline.metrics import psnr_from_mse
 from pipeline.networks import frame_times
 
-WeightTransform = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+# Maps the parameters to the weights of the forward pass (a pruning mask, quantization), and
+# gives a penalty to add to the loss (the rate term), or None.
+WeightTransform = Callable[[dict[str, torch.Tensor]], tuple[dict[str, torch.Tensor], torch.Tensor | None]]
 MAX_RECOVERIES = 8
+EXPLODED = 4.0  # an epoch loss this many times the best one is a divergence, like a NaN
 
 
 class FitInterrupted(Exception):
@@ -83,9 +88,18 @@ class TrainResult:
     history: list[dict] = field(default_factory=list)
 
 
-def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float, ssim_weight: float):
-    """``l1_weight * L1 + ssim_weight * (1 - SSIM)``: the papers' 0.7/0.3 mix."""
-    loss = l1_weight * (pred - target).abs().mean()
+def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float, ssim_weight: float,
+                        mse_weight: float = 0.0):
+    """``l1_weight * L1 + ssim_weight * (1 - SSIM) + mse_weight * MSE``.
+
+    The papers use 0.7 L1 + 0.3 (1 - SSIM); the CPU presets fit with MSE, which measured
+    better for PSNR (the README has the figures).
+    """
+    loss = pred.new_zeros(())
+    if l1_weight:
+        loss = loss + l1_weight * (pred - target).abs().mean()
+    if mse_weight:
+        loss = loss + mse_weight * F.mse_loss(pred, target)
     if ssim_weight:
         win = min(11, (min(pred.shape[-2:]) - 1) // 2 * 2 + 1)
         loss = loss + ssim_weight * (1 - ssim(pred, target, data_range=1.0, size_average=True, win_size=win))
@@ -101,15 +115,39 @@ def lr_factor(step: int, total: int, warmup: float) -> float:
 
 
 class StepLoss(NamedTuple):
-    """What one training step measured: the loss it minimised and the MSE of its float outputs."""
+    """What one training step measured, as 0-dim tensors on the training device (reading them
+    waits for the device, so the loop reads them once per epoch): the loss it minimised, the
+    MSE of its float outputs, and the penalty it included (0 without one)."""
 
-    loss: float
-    mse: float
+    loss: torch.Tensor
+    mse: torch.Tensor
+    penalty: torch.Tensor
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA; full precision elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+@functools.lru_cache(maxsize=None)
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matrix products in hardware (AVX-512 BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
+
+
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether fitting on ``device`` computes in bf16 (autocast) for this ``precision`` setting."""
+    if precision == "float32" or device.type not in ("cuda", "cpu"):
+        return False
+    if precision == "bf16" or device.type == "cuda":
+        return True
+    return cpu_has_native_bf16()
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast where :func:`uses_bf16` says so; full precision otherwise."""
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def training_step(
@@ -123,23 +161,28 @@ def training_step(
 ) -> StepLoss | None:
     """One optimisation step on the frames ``indices``: forward, loss, backward, optimizer step.
 
-    ``params`` are the model's named parameters (those ``optimizer`` updates); ``transform``
-    maps them to the weights of the forward pass. The learning rate is the caller's (it
-    sets the schedule on ``optimizer``). Returns None, having changed nothing, when the
-    loss is not finite. Fitting, every fine-tune and ``benchmarks/speed.py`` run this step.
+    ``params`` are the model's named parameters; ``transform`` maps them to the weights of the
+    forward pass and may add a penalty to the loss. The learning rate is the caller's (it sets
+    the schedule on ``optimizer``). Nothing here waits for the device: a non-finite loss is
+    found by the caller at the end of the epoch. Fitting, every fine-tune and
+    ``benchmarks/speed.py`` run this step.
     """
     target = clip.batch(indices)
-    with _autocast(clip.frames.device):
-        weights = transform(params) if transform else params
+    penalty = None
+    with autocast_for(clip.frames.device, fit.precision):
+        weights, penalty = transform(params) if transform else (params, None)
         pred = functional_call(model, weights, (frame_times(indices, clip.num_frames),))
     pred = pred[:, :, : clip.height, : clip.width].float()
-    loss = reconstruction_loss(pred, target, fit.l1_weight, fit.ssim_weight)
-    if not torch.isfinite(loss):
-        return None
+    loss = reconstruction_loss(pred, target, fit.l1_weight, fit.ssim_weight, fit.mse_weight)
+    if penalty is not None:
+        loss = loss + penalty
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return StepLoss(loss.item(), float(F.mse_loss(pred.detach(), target)))
+    with torch.no_grad():
+        mse = F.mse_loss(pred, target)
+    zero = loss.new_zeros(())
+    return StepLoss(loss.detach(), mse, zero if penalty is None else penalty.detach().float())
 
 
 def _epoch_order(num_frames: int, seed: int, epoch: int) -> torch.Tensor:
@@ -185,36 +228,57 @@ def train(
     epochs: int,
     lr: float,
     transform: WeightTransform | None = None,
+    companion: nn.Module | None = None,
+    companion_lr: float = 0.0,
     desc: str = "fit",
     progress: bool = True,
     checkpoint: Path | None = None,
     checkpoint_tag: dict | None = None,
     resume_state: dict | None = None,
     checkpoint_seconds: float = 60.0,
+    deadline: float | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place for ``epochs`` epochs and returns what happened.
 
-    ``transform`` maps the parameters to the weights used in the forward pass (a
-    pruning mask, fake quantization); gradients reach the parameters through it.
-    The model ends in its best state (lowest epoch loss).
+    ``transform`` maps the parameters to the weights used in the forward pass (a pruning
+    mask, quantization) and may add a penalty (the rate term) to the loss; gradients reach
+    the parameters through it. ``companion`` is a module trained along (the quantizer's
+    steps), with its own learning rate, whose state is kept and restored with the model's.
+    ``deadline`` (a ``time.perf_counter()`` value) ends training at the last epoch boundary
+    that the measured epoch time says will be reached before it.
+
+    An epoch whose loss is not finite, or is ``EXPLODED`` times the best one, sends the
+    model back to its best state with half the learning rate. The model ends in its best
+    state (lowest epoch loss).
     """
     device = clip.frames.device
     params = dict(model.named_parameters())
-    optimizer = torch.optim.Adam(params.values(), lr=lr, betas=fit.betas)
+    groups = [{"params": list(params.values()), "base_lr": lr}]
+    if companion is not None:
+        groups.append({"params": [p for p in companion.parameters() if p.requires_grad], "base_lr": companion_lr})
+    optimizer = torch.optim.Adam(groups, lr=lr, betas=fit.betas)
+    modules = {"model": model} if companion is None else {"model": model, "companion": companion}
     steps_per_epoch = math.ceil(clip.num_frames / fit.batch_size)
     total_steps = max(epochs * steps_per_epoch, 1)
 
     start_epoch, lr_scale, recoveries, history = 0, 1.0, 0, []
     best_loss, best_state = math.inf, None
+
+    def load_state(state: dict) -> None:
+        for key, module in modules.items():
+            module.load_state_dict(state[key])
+        optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))  # steps mutate it in place
+
     if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
+        load_state(resume_state)
         start_epoch, lr_scale = resume_state["epoch"], resume_state["lr_scale"]
         recoveries, history = resume_state["recoveries"], resume_state["history"]
         best_loss, best_state = resume_state["best_loss"], resume_state["best_state"]
 
     def copy_state() -> dict:
-        return {"model": copy.deepcopy(model.state_dict()), "optimizer": copy.deepcopy(optimizer.state_dict())}
+        state = {key: copy.deepcopy(module.state_dict()) for key, module in modules.items()}
+        state["optimizer"] = copy.deepcopy(optimizer.state_dict())
+        return state
 
     # The state at the last epoch boundary: what a checkpoint saves, so that a resumed
     # run repeats exactly the epochs an uninterrupted one would have run.
@@ -223,17 +287,10 @@ def train(
         best_state = boundary  # a non-finite first epoch falls back to the initial weights
 
     def snapshot(epoch_done: int) -> dict:
-        return {
-            "tag": checkpoint_tag,
-            "epoch": epoch_done,
-            "model": boundary["model"],
-            "optimizer": boundary["optimizer"],
-            "lr_scale": lr_scale,
-            "recoveries": recoveries,
-            "history": history,
-            "best_loss": best_loss,
-            "best_state": best_state,
-        }
+        state = {"tag": checkpoint_tag, "epoch": epoch_done, "lr_scale": lr_scale, "recoveries": recoveries,
+                 "history": history, "best_loss": best_loss, "best_state": best_state}
+        state.update(boundary)
+        return state
 
     model.train()
     started = time.perf_counter()
@@ -245,35 +302,34 @@ def train(
     stop = _StopRequest()
     try:
         while epoch < epochs:
+            epoch_started = time.perf_counter()
             order = _epoch_order(clip.num_frames, fit.seed, epoch).to(device)
-            loss_sum, mse_sum, diverged = 0.0, 0.0, False
+            sums = torch.zeros(3, device=device)  # loss, mse, penalty: read once per epoch
             for i in range(steps_per_epoch):
                 if stop.requested:
                     raise KeyboardInterrupt
                 step = epoch * steps_per_epoch + i
+                factor = lr_scale * lr_factor(step, total_steps, fit.warmup)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr * lr_scale * lr_factor(step, total_steps, fit.warmup)
+                    group["lr"] = group["base_lr"] * factor
                 idx = order[i * fit.batch_size : (i + 1) * fit.batch_size]
-                step_loss = training_step(model, params, optimizer, clip, idx, fit, transform)
-                if step_loss is None:
-                    diverged = True
-                    break
-                loss_sum += step_loss.loss
-                mse_sum += step_loss.mse
-            if diverged:
+                sums += torch.stack(training_step(model, params, optimizer, clip, idx, fit, transform))
+            loss_sum, mse_sum, penalty_sum = (float(v) for v in sums.cpu())
+            mean_loss = loss_sum / steps_per_epoch
+            if not math.isfinite(mean_loss) or (math.isfinite(best_loss) and mean_loss > EXPLODED * best_loss):
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
-                    raise RuntimeError(f"{desc}: the loss is not finite and there is no good state to go back to")
-                model.load_state_dict(best_state["model"])
-                optimizer.load_state_dict(copy.deepcopy(best_state["optimizer"]))  # steps mutate it in place
+                    raise RuntimeError(f"{desc}: the loss keeps diverging and there is no good state to go back to")
+                load_state(best_state)
                 boundary = best_state
                 lr_scale *= 0.5
-                bar.write(f"{desc}: non-finite loss in epoch {epoch + 1}; back to the best state, lr x{lr_scale:g}")
+                what = "non-finite" if not math.isfinite(mean_loss) else "exploding"
+                bar.write(f"{desc}: {what} loss in epoch {epoch + 1}; back to the best state, lr x{lr_scale:g}")
                 continue
-            mean_loss, mean_mse = loss_sum / steps_per_epoch, mse_sum / steps_per_epoch
+            mean_mse = mse_sum / steps_per_epoch
             epoch += 1
             history.append({"epoch": epoch, "seconds": time.perf_counter() - started, "loss": mean_loss,
-                            "psnr": psnr_from_mse(mean_mse)})
+                            "psnr": psnr_from_mse(mean_mse), "penalty": penalty_sum / steps_per_epoch})
             boundary = copy_state()
             if mean_loss <= best_loss:
                 best_loss, best_state = mean_loss, boundary
@@ -282,6 +338,10 @@ def train(
             if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
                 save_checkpoint(checkpoint, snapshot(epoch))
                 last_save = time.perf_counter()
+            now = time.perf_counter()
+            if deadline is not None and epoch < epochs and now + (now - epoch_started) > deadline:
+                bar.write(f"{desc}: time budget reached after {epoch} of {epochs} epochs")
+                break
     except KeyboardInterrupt:
         bar.close()
         if checkpoint is not None:
@@ -291,7 +351,8 @@ def train(
         stop.restore()
     bar.close()
     if history:
-        model.load_state_dict(best_state["model"])
+        for key, module in modules.items():
+            module.load_state_dict(best_state[key])
     model.eval()
     return TrainResult(
         epochs=epoch,

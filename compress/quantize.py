@@ -28,6 +28,7 @@ from pipeline.quantization import (
 )
 
 NOISE, ROUND = "noise", "round"
+STEP_LR = 1e-2  # learning rate of the log-steps and log-scales (unitless, so one value fits all)
 
 
 def _float16_ste(x: torch.Tensor) -> torch.Tensor:
@@ -107,6 +108,17 @@ class LearnedQuantizer(nn.Module):
     def estimated_bits(self, params: dict[str, torch.Tensor]) -> float:
         """The Laplace estimate of the rounded weights' coded size (bits)."""
         return float(self(params, ROUND)[1])
+
+
+def quantized_weights(quantizer: LearnedQuantizer, mode: str, lam: float, pixels: int):
+    """A weight transform for :func:`compress.fit.train`: the quantizer's weights, and the rate
+    term ``lam * estimated bits / pixels`` (bits per pixel) as the penalty (none when lam is 0)."""
+
+    def transform(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        weights, bits = quantizer(params, mode)
+        return weights, (bits * (lam / pixels) if lam else None)
+
+    return transform
 
 
 def quantize_network(model: nn.Module, quantizer: LearnedQuantizer) -> list[CodedTensor]:

@@ -17,6 +17,7 @@ import yaml
 from pipeline.errors import InputError
 
 MODEL_KINDS = ("enerv", "nerv", "enerv-grid")
+PRECISIONS = ("auto", "float32", "bf16")
 MAX_STAGES = 8
 
 
@@ -145,7 +146,11 @@ class FitConfig:
     warmup: float = 0.2  # fraction of the iterations with a linear warm-up, then cosine decay
     l1_weight: float = 0.7
     ssim_weight: float = 0.3
+    mse_weight: float = 0.0
     seed: int = 1
+    # "auto": bf16 autocast where the device computes it natively (CUDA; CPUs with AVX-512 BF16
+    # or AMX), float32 elsewhere; "float32" always; "bf16" wherever autocast supports it.
+    precision: str = "auto"
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -156,26 +161,45 @@ class FitConfig:
             raise InputError(f"fit.lr must be positive, got {self.lr!r}")
         if not 0 <= self.warmup < 1:
             raise InputError(f"fit.warmup must be in [0, 1), got {self.warmup!r}")
-        if self.l1_weight < 0 or self.ssim_weight < 0 or self.l1_weight + self.ssim_weight <= 0:
-            raise InputError("fit.l1_weight and fit.ssim_weight must be >= 0 and not both 0")
+        weights = (self.l1_weight, self.ssim_weight, self.mse_weight)
+        if any(not (isinstance(w, (int, float)) and w >= 0) for w in weights) or sum(weights) <= 0:
+            raise InputError("fit.l1_weight, fit.ssim_weight and fit.mse_weight must be >= 0 and not all 0")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"fit.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass(frozen=True)
 class CodecConfig:
-    """Pruning and quantization applied to the fitted network."""
+    """Pruning and quantization applied to the fitted network.
+
+    ``quality`` is the rate knob: it sets lambda, the weight of the estimated rate (bits per
+    pixel) in the loss of the fine-tunes, on a log scale (:func:`lambda_for_quality`); higher
+    quality, larger file. ``None`` fine-tunes for distortion alone. ``bits`` bounds the symbols
+    to a ``bits``-bit alphabet (the steps then start from each tensor's peak); ``None`` leaves
+    the alphabet as wide as the steps need. ``learn_steps`` trains the steps with the weights.
+    """
 
     prune_ratio: float = 0.0
     prune_epochs: int = 0  # fine-tuning epochs with the pruning mask held fixed
-    bits: int = 8
-    qat_epochs: int = 0  # quantization-aware fine-tuning epochs (0 turns it off)
+    bits: int | None = None
+    quality: float | None = 50.0
+    learn_steps: bool = True
+    rd_epochs: int = 0  # fine-tuning with quantization noise and the rate term
+    qat_epochs: int = 0  # fine-tuning on the rounded grid (straight-through), the rate term kept
     finetune_lr: float = 1e-4
 
     def __post_init__(self) -> None:
         if not 0 <= self.prune_ratio < 1:
             raise InputError(f"prune ratio must be in [0, 1), got {self.prune_ratio!r}")
-        if not isinstance(self.bits, int) or not 2 <= self.bits <= 16:
+        if self.bits is not None and (not isinstance(self.bits, int) or not 2 <= self.bits <= 16):
             raise InputError(f"bits must be an integer in 2..16, got {self.bits!r}")
-        for name in ("prune_epochs", "qat_epochs"):
+        if self.quality is not None and not (isinstance(self.quality, (int, float)) and 0 <= self.quality <= 100):
+            raise InputError(f"quality must be a number in 0..100, got {self.quality!r}")
+        if self.bits is None and self.quality is None:
+            raise InputError("without a rate term (quality) the quantizer needs a bit depth (bits)")
+        if not isinstance(self.learn_steps, bool):
+            raise InputError(f"codec.learn_steps must be true or false, got {self.learn_steps!r}")
+        for name in ("prune_epochs", "rd_epochs", "qat_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise InputError(f"codec.{name} must be a non-negative integer, got {value!r}")
@@ -192,6 +216,14 @@ class CodecPreset:
     fit: FitConfig = field(default_factory=FitConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     description: str = ""
+
+
+def lambda_for_quality(quality: float) -> float:
+    """The rate term's weight for a quality in 0..100: 20 quality points = 10x lambda.
+
+    Quality 50 is lambda 0.01 (bits per pixel weighed against the reconstruction loss).
+    """
+    return 0.01 * 10.0 ** ((50.0 - float(quality)) / 20.0)
 
 
 def _product(values: tuple[int, ...]) -> int:
@@ -290,6 +322,7 @@ __all__ = [
     "FitConfig",
     "NetworkConfig",
     "load_config",
+    "lambda_for_quality",
     "load_preset",
     "override",
     "preset_names",

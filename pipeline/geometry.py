@@ -55,21 +55,21 @@ def split_strides(scale: int, max_stages: int) -> tuple[int, ...]:
 
 def resolve_network(config: NetworkConfig, width: int, height: int, num_frames: int | None = None) -> NetworkConfig:
     """Returns ``config`` with ``fc_h``, ``fc_w`` and ``strides`` set for a video size, and for
-    ``enerv-grid`` the temporal grid's knots for a clip (or segment) of ``num_frames`` frames.
+    ``enerv-grid`` the temporal grids' knots for a clip (or segment) of ``num_frames`` frames
+    (left unset without ``num_frames``: the network cannot be built then).
 
     Given values are kept; they must then cover the video.  Otherwise the scale is
     chosen so that the grid holds about ``grid_tokens`` tokens with little padding.
     """
-    if config.kind == "enerv-grid" and config.time_grid_knots is None:
-        if num_frames is None:
-            raise ValueError("an enerv-grid network needs the clip's frame count to be resolved")
+    if config.kind == "enerv-grid" and config.time_grid_knots is None and num_frames is not None:
+        # Without a frame count only the geometry is resolved (enough to check a size).
         knots = tuple(time_grid_knots(spacing, num_frames) for spacing in config.time_grid_spacing)
         config = replace(config, time_grid_knots=knots)
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
         raise InputError(
             f"cannot serve a {width}x{height} video: each side must be in {MIN_SIDE}..{MAX_SIDE} pixels"
         )
-    if config.is_resolved:
+    if config.fc_h is not None and config.fc_w is not None and config.strides is not None:
         if config.out_width < width or config.out_height < height:
             raise InputError(
                 f"the network renders {config.out_width}x{config.out_height}, smaller than the video's {width}x{height}"

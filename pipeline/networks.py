@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -210,13 +211,15 @@ def stage_sizes(config: NetworkConfig) -> list[tuple[int, int]]:
 def space_grid_stages(config: NetworkConfig) -> dict[int, int]:
     """Stage index -> channels of the static spatial grid added at that stage's input.
 
-    A grid asked for at ``scale`` (times smaller than the output) goes to the stage input whose
-    scale is nearest in log; the head's input (scale 1) counts as stage ``len(strides)``.
+    A grid asked for at ``scale`` (times smaller than the output) goes to the finest stage input
+    that is at least that many times smaller (never finer: a grid's size grows with the square
+    of its resolution); the head's input (scale 1) counts as stage ``len(strides)``. Grids that
+    land on the same stage add their channels.
     """
     factors = [math.prod(config.strides[i:]) for i in range(len(config.strides) + 1)]
     out: dict[int, int] = {}
     for scale, channels in zip(config.space_grid_scales, config.space_grid_channels):
-        stage = min(range(len(factors)), key=lambda i: (abs(math.log(factors[i] / scale)), -i))
+        stage = max(i for i, f in enumerate(factors) if f >= scale or i == 0)
         out[stage] = out.get(stage, 0) + channels
     return out
 
@@ -291,6 +294,21 @@ class GridENeRV(nn.Module):
 def build_network(config: NetworkConfig) -> nn.Module:
     """The network a resolved config describes (same parameter order on both sides)."""
     return {"enerv": ENeRV, "nerv": NeRV, "enerv-grid": GridENeRV}[config.kind](config)
+
+
+def network_with_weights(config: NetworkConfig, weights: list[np.ndarray], device: str | torch.device = "cpu") -> nn.Module:
+    """The network ``config`` describes, its parameters (in order) set to ``weights``, in eval mode.
+
+    The decoder and the encoder's final check both rebuild a file's network this way.
+    """
+    model = build_network(config)
+    params = list(model.parameters())
+    if len(params) != len(weights):
+        raise ValueError(f"the network has {len(params)} tensors, {len(weights)} were given")
+    with torch.no_grad():
+        for param, value in zip(params, weights):
+            param.copy_(torch.from_numpy(value))
+    return model.to(device).eval()
 
 
 def frame_times(indices: torch.Tensor, num_frames: int) -> torch.Tensor:

@@ -25,7 +25,7 @@ def with_fit_epochs(preset: CodecPreset, epochs: int | None) -> CodecPreset:
     if preset.fit.epochs:
         scale = epochs / preset.fit.epochs
         codec = override(codec, prune_epochs=round(codec.prune_epochs * scale),
-                         qat_epochs=round(codec.qat_epochs * scale))
+                         rd_epochs=round(codec.rd_epochs * scale), qat_epochs=round(codec.qat_epochs * scale))
     return override(preset, fit=override(preset.fit, epochs=epochs), codec=codec)
 
 

@@ -50,8 +50,8 @@ def test_non_finite_loss_goes_back_to_the_best_state():
     def poison_once(params):
         calls["n"] += 1
         if calls["n"] == 10:  # one step in the third epoch returns NaN weights
-            return {k: v * float("nan") for k, v in params.items()}
-        return params
+            return {k: v * float("nan") for k, v in params.items()}, None
+        return params, None
 
     result = train(model, clip, fit, epochs=6, lr=fit.lr, transform=poison_once, progress=False)
     assert result.recoveries == 1
@@ -87,3 +87,39 @@ def test_loss_is_zero_for_a_perfect_prediction():
     x = torch.rand(2, 3, 32, 48)
     assert float(reconstruction_loss(x, x, 0.7, 0.3)) < 1e-6
     assert float(reconstruction_loss(x, 1 - x, 0.7, 0.3)) > 0.1
+
+
+def test_an_exploding_loss_goes_back_to_the_best_state_like_a_nan():
+    """A collapse with a finite loss (seen with too high a learning rate) is caught too."""
+    preset, fit, model, frames = _setup(epochs=5)
+    clip = Clip.from_numpy(frames, torch.device("cpu"))
+    calls = {"n": 0}
+
+    def explode_in_epoch_four(params):
+        calls["n"] += 1
+        penalty = torch.tensor(100.0) if 13 <= calls["n"] <= 16 else None  # 4 steps per epoch
+        return params, penalty
+
+    result = train(model, clip, fit, epochs=5, lr=fit.lr, transform=explode_in_epoch_four, progress=False)
+    assert result.recoveries == 1 and result.epochs == 5
+    assert max(h["loss"] for h in result.history) < 1.0  # the exploded epoch was not kept
+
+
+def test_a_deadline_ends_training_at_an_epoch_boundary_before_it():
+    preset, fit, model, frames = _setup(epochs=200)
+    clip = Clip.from_numpy(frames, torch.device("cpu"))
+    import time
+
+    first = train(model, clip, fit, epochs=3, lr=fit.lr, progress=False)
+    epoch_seconds = first.history[-1]["seconds"] - first.history[-2]["seconds"]
+    deadline = time.perf_counter() + 10 * epoch_seconds
+    result = train(model, clip, fit, epochs=200, lr=fit.lr, progress=False, deadline=deadline)
+    assert 1 <= result.epochs < 200
+    # A generous bound: epochs vary in length on a busy machine.
+    assert time.perf_counter() < deadline + 10 * epoch_seconds + 1.0
+
+
+def test_mse_weight_adds_the_mean_squared_error():
+    x, y = torch.zeros(1, 3, 16, 16), torch.full((1, 3, 16, 16), 0.5)
+    assert float(reconstruction_loss(x, y, 0.0, 0.0, 1.0)) == 0.25
+    assert abs(float(reconstruction_loss(x, y, 1.0, 0.0, 2.0)) - (0.5 + 0.5)) < 1e-7

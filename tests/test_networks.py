@@ -115,8 +115,10 @@ def test_grid_network_resolves_its_grids_from_the_clip():
     model = build_network(config)
     assert [tuple(g.shape) for g in model.time_grids] == [(25, 4, 9, 16), (48, 2, 9, 16)]
     assert [tuple(g.shape) for g in model.space_grids] == [(1, 2, 45, 80), (1, 1, 90, 160)]
-    with pytest.raises(ValueError):  # the knots need the clip's length
-        resolve_network(NetworkConfig(kind="enerv-grid"), 320, 180)
+    geometry_only = resolve_network(NetworkConfig(kind="enerv-grid"), 320, 180)  # enough to check a size
+    assert geometry_only.strides == (5, 2, 2) and geometry_only.time_grid_knots is None
+    with pytest.raises(ValueError):  # but the knots need the clip's length
+        build_network(geometry_only)
 
 
 def test_grid_network_parameter_order_is_deterministic_and_frames_depend_on_their_index_only():
