@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from benchmarks.anchors import X264, match_size
@@ -45,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     data, result = compress_frames(source.frames, source.info.fps, preset, source_id=str(CLIP.resolve()))
     write_atomically(bin_path, data)
     encode_seconds = time.perf_counter() - start
+    result = replace(result, output=str(bin_path))
     write_atomically(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
     print(f"wrote {bin_path}: {result.bytes:,} bytes, {result.bpp:.4f} bpp ({result.parameters:,} parameters, "

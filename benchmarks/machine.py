@@ -47,7 +47,7 @@ def machine_info(device: str) -> dict[str, str]:
     if device == "cuda" and torch.cuda.is_available():
         info["GPU"] = torch.cuda.get_device_name()
     try:
-        info["ffmpeg"] = f"{ffmpeg_version()} ({ffmpeg_binary()})"
+        info["ffmpeg"] = f"{ffmpeg_version().split(' Copyright')[0]} ({ffmpeg_binary()})"
     except Exception:  # noqa: BLE001
         info["ffmpeg"] = "unknown"
     for name, encoder in (("x264 (libx264)", "libx264"), ("x265 (libx265)", "libx265")):

@@ -95,7 +95,7 @@ def _videos(settings: BenchSettings, store: FrameStore, codecs: list[Codec]) -> 
         seen.add(resolved)
         video = store.read(path)
         T, H, W = video.frames.shape[:3]
-        if any(getattr(c, "pix_fmt", "") == "yuv420p" for c in codecs) and (W % 2 or H % 2):
+        if any(isinstance(c, FFmpegCodec) and c.pix_fmt == "yuv420p" for c in codecs) and (W % 2 or H % 2):
             raise InputError(f"{path}: {W}x{H} has an odd side, which yuv420p cannot hold; pass --size or "
                              "--pix-fmts yuv444p")
         for preset in settings.enerv_presets:

@@ -9,6 +9,7 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 
+from benchmarks.budget import epochs_of
 from benchmarks.codec import RDPoint
 from benchmarks.curves import curve_label
 from benchmarks.enerv import ENeRV
@@ -55,8 +56,6 @@ def dry_run(plan: Plan, cache: PointCache) -> int:
         todo += not cached
         detail = ""
         if isinstance(job.codec, ENeRV):
-            from benchmarks.budget import epochs_of
-
             fit, pe, qe = epochs_of(job.codec.point_preset(job.point))
             budget = plan.settings.budget_seconds
             detail = f" ({fit}+{pe}+{qe} epochs" + (f", budget {budget:g} s" if budget else "") + ")"

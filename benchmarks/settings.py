@@ -57,7 +57,6 @@ class BenchSettings:
     codecs: tuple[str, ...]
     enerv_presets: tuple[CodecPreset, ...]  # --epochs applied
     enerv_points: tuple[ENeRVPoint, ...]
-    epochs: int | None
     budget_seconds: float
     device: str  # as asked: auto, cpu or cuda
     crfs: tuple[float, ...]
@@ -188,7 +187,7 @@ def parse_settings(argv: list[str]) -> BenchSettings:
     anchors = any(c != "enerv" for c in codecs)
     return BenchSettings(
         argv=tuple(argv), inputs=tuple(Path(p) for p in args.inputs), output=out, codecs=codecs,
-        enerv_presets=presets, enerv_points=points, epochs=args.epochs, budget_seconds=budget, device=args.device,
+        enerv_presets=presets, enerv_points=points, budget_seconds=budget, device=args.device,
         crfs=_crfs(args.crfs, defaults["crfs"]) if anchors else (),
         anchor_presets=_choices(args.anchor_presets, defaults["anchor_presets"], X26X_PRESETS, "--anchor-presets")
         if anchors else (),

@@ -19,6 +19,7 @@ from conftest import smooth_clip
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.cli_common import run_command
 from pipeline.config import load_preset
+from pipeline.errors import InputError
 from pipeline.metrics import psnr
 from pipeline.presets import with_fit_epochs
 from pipeline.video_io import read_video, write_video
@@ -298,3 +299,76 @@ def test_anchors_in_a_process_pool_give_the_same_files(clip, tmp_path):
     pool = pd.read_csv(tmp_path / "pool" / "results.csv")
     assert list(serial["bytes"]) == list(pool["bytes"]) and np.allclose(serial["psnr_rgb"], pool["psnr_rgb"])
     assert "2 at a time" in (tmp_path / "pool" / "report.md").read_text()
+
+
+def test_the_report_of_a_run_is_the_report_rebuilt_from_its_folder(bench, tmp_path):
+    from benchmarks import report
+
+    assert report.main([str(bench / "results.csv"), "-o", str(tmp_path / "again")]) == 0
+    for name in ("report.md", "bd_rate.csv", "time_to_quality.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (bench / name).read_bytes(), name
+    summary = report.RunSummary.read(bench / "run.json")
+    assert summary is not None and summary.measured + summary.cached == 8 and summary.command.startswith("enerv-bench ")
+
+
+def test_every_row_states_its_codec_versions_and_how_it_was_timed(bench):
+    results = pd.read_csv(bench / "results.csv")
+    assert results["encoder_version"].str.len().gt(0).all()
+    assert results["machine"].map(lambda text: "cpu count" in json.loads(text)).all()
+    anchors, enerv = results[results["codec"] != "enerv"], results[results["codec"] == "enerv"]
+    assert (anchors["own_encode_seconds"] == anchors["encode_seconds"]).all()
+    assert np.allclose(enerv["encode_seconds"], enerv["own_encode_seconds"] + enerv["fit_seconds"])
+    assert set(results["parallel_jobs"]) == {1}
+    config = json.loads(anchors["config"].iloc[0])
+    assert config["crf"] in (20, 32, 44) and config["library_version"] and config["ffmpeg"]
+
+
+def test_two_points_differing_only_in_codec_settings_fit_once(clip, tmp_path, monkeypatch):
+    import compress.encode
+    from compress.encode import compress_frames
+
+    fits = []
+    real = compress.encode.fit_network
+    monkeypatch.setattr(compress.encode, "fit_network", lambda *a, **k: fits.append(1) or real(*a, **k))
+    out = tmp_path / "shared"
+    argv = [str(clip), "-o", str(out), "--codecs", "enerv", "--enerv-presets", "test-tiny", "--epochs", "6",
+            "--enerv-points", "8:0,6:0.3", "--budget-seconds", "0", "-q"]
+    assert rd.main(argv) == 0
+    assert len(fits) == 1
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows["fit_reused"]) == [False, True] and rows["fit_key"].nunique() == 1
+    assert rows["fit_seconds"].nunique() == 1 and (rows["own_encode_seconds"] < rows["encode_seconds"]).all()
+    assert "(shared)" in (out / "report.md").read_text()
+    # The point that took the shared fit is byte for byte the point fitted on its own.
+    reused = rows[rows["fit_reused"]].iloc[0]
+    preset = _point_preset("test-tiny", "6:0.3", epochs=6)
+    data, _ = compress_frames(read_video(clip).frames, 24.0, preset, progress=False)
+    assert (out / reused["file"]).read_bytes() == data
+    # A lost point is measured again without fitting again; --force fits again, once.
+    (out / "cache" / f"{reused['key']}.json").unlink()
+    fits.clear()
+    assert rd.main(argv) == 0 and fits == []
+    assert rd.main(argv + ["--force"]) == 0 and len(fits) == 1
+
+
+def test_a_budget_gives_every_point_of_a_curve_the_same_fitting_epochs():
+    from benchmarks.budget import budget_factor, scale_epochs
+
+    presets = [_point_preset("enerv-cpu-s", p, epochs=None) for p in ("8:0", "6:0.2", "5:0.4")]
+    assert len({sum(epochs_of(p)) for p in presets}) == 2  # the unpruned point has no prune fine-tune
+    factor = budget_factor(presets, seconds_per_epoch=1.0, budget=100)
+    scaled = [scale_epochs(p, factor) for p in presets]
+    assert len({p.fit for p in scaled}) == 1 and scaled[0].fit.epochs < presets[0].fit.epochs
+    assert max(sum(epochs_of(p)) for p in scaled) <= 100
+    assert budget_factor(presets, seconds_per_epoch=1.0, budget=10_000) == 1.0
+
+
+def test_points_are_labelled_codec_settings():
+    point = parse_point("6:0.2")
+    assert dict(point.settings) == {"bits": 6, "prune_ratio": 0.2}
+    assert (point.label, point.token, point.knob_value) == ("6b/20%", "b6-p20", "6,0.2")
+    preset = _point_preset("test-tiny", "5:0", epochs=None)
+    assert (preset.codec.bits, preset.codec.prune_ratio, preset.codec.prune_epochs) == (5, 0.0, 0)
+    for bad in ("6", "6:0.2:1", "x:0.2", "1:0.2", "17:0", "6:1.0", "6:-0.1"):
+        with pytest.raises(InputError, match="--enerv-points"):
+            parse_point(bad)
