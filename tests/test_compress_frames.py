@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from compress import encode
 from compress.encode import compress_frames, compress_video
@@ -98,6 +99,12 @@ def test_a_damaged_fit_cache_entry_is_fitted_again(frames, tmp_path, fits):
     assert len(fits) == 2 and not result.fit_reused and again == data
     _, reused = compress_frames(frames, 24.0, TINY, fit_cache=cache, progress=False)
     assert len(fits) == 2 and reused.fit_reused  # the entry was written anew
+    # An entry of the right fit but of another network layout (another version of the code).
+    stored = torch.load(entry, weights_only=True)
+    stored["model"].popitem()
+    torch.save(stored, entry)
+    again, result = compress_frames(frames, 24.0, TINY, fit_cache=cache, progress=False)
+    assert len(fits) == 3 and not result.fit_reused and again == data
 
 
 @pytest.mark.parametrize("case", ["float frames", "grey frames", "no frames", "bad fps"])
