@@ -1,54 +1,57 @@
-"""Conventional codecs (x264, x265 through ffmpeg) measured the same way as ours.
+"""The conventional codecs, x264 and x265 through ffmpeg, as codecs of the benchmark.
 
-Every codec is measured on 8-bit RGB frames decoded from its own output file, against
-the RGB source, and its rate is the size of the whole file (container included).
-RGB <-> YUV conversions use the BT.709 matrix in limited range, explicitly on both
-sides, so that no default of ffmpeg's colour handling enters the numbers.
+Each supplies its ffmpeg flags; :meth:`benchmarks.codec.Codec.run` measures it exactly as
+it measures E-NeRV. RGB <-> YUV conversions use the BT.709 matrix in limited range,
+explicitly on both sides, so that no default of ffmpeg's colour handling enters the numbers.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import re
 import subprocess
 import tempfile
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import ffmpeg
 import numpy as np
 
+from benchmarks.codec import Codec, Encoded, RDPoint, SourceClip
 from pipeline.errors import InputError
-from pipeline.metrics import ms_ssim_mean, psnr, psnr_yuv
 from pipeline.video_io import ffmpeg_binary, has_encoder
 
 COLOUR = "bt709"
 
 
-@dataclass
-class RDPoint:
-    """One measured rate-distortion point (a row of results.csv)."""
+@dataclass(frozen=True)
+class CRFPoint:
+    """A point of an anchor's curve: one constant-rate-factor value."""
 
-    codec: str
-    setting: str
-    knob: str
-    knob_value: float
-    bytes: int
-    bpp: float
-    kbps: float
-    psnr_rgb: float
-    psnr_yuv: float
-    ms_ssim: float | None
-    encode_seconds: float
-    decode_seconds: float
-    frames: int
-    width: int
-    height: int
-    command: str
+    crf: float
 
-    def to_row(self) -> dict:
-        return asdict(self)
+    @property
+    def label(self) -> str:
+        return f"crf{self.crf:g}"
+
+    @property
+    def token(self) -> str:
+        return self.label
+
+    @property
+    def knob_value(self) -> float:
+        return self.crf
+
+
+@dataclass(frozen=True)
+class AnchorDetails:
+    """The columns of an anchor's row beyond the common ones."""
+
+    preset: str
+    pix_fmt: str
+    crf: float
+    low_delay: bool
+    device: str = "cpu"
 
 
 def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
@@ -61,25 +64,40 @@ def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
 
 
 @dataclass(frozen=True)
-class FFmpegAnchor:
-    """A CRF-controlled ffmpeg encoder; subclasses give the encoder and its flags."""
+class FFmpegCodec(Codec):
+    """A CRF-controlled ffmpeg encoder; subclasses give the encoder library and its flags.
+
+    ``library_version`` and ``ffmpeg`` name the builds that encode (the plan looks them up
+    once); they enter each point's description, so another build makes other points.
+    """
 
     preset: str = "medium"
     pix_fmt: str = "yuv420p"
     low_delay: bool = False
+    crfs: tuple[float, ...] = ()
+    library_version: str = "unknown"
+    ffmpeg: str = "unknown"
 
-    name = "ffmpeg"
     encoder = ""
+    extension = ".mp4"
+    knob = "crf"
 
     def codec_flags(self) -> dict:
         raise NotImplementedError
 
-    def describe(self) -> str:
-        mode = "low-delay (zerolatency, GOP 12, no B-frames)" if self.low_delay else "default GOP with B-frames"
-        return f"{self.preset}, {self.pix_fmt}, {mode}"
-
     def setting(self) -> str:
         return f"{self.preset}-{self.pix_fmt}" + ("-lowdelay" if self.low_delay else "")
+
+    def points(self) -> tuple[CRFPoint, ...]:
+        return tuple(CRFPoint(crf) for crf in self.crfs)
+
+    def describe(self, point: CRFPoint) -> dict:
+        return {"encoder": self.encoder, "library_version": self.library_version, "ffmpeg": self.ffmpeg,
+                "preset": self.preset, "pix_fmt": self.pix_fmt, "low_delay": self.low_delay, "crf": point.crf,
+                "codec_flags": self.codec_flags()}
+
+    def version(self) -> str:
+        return f"{self.encoder} {self.library_version}"
 
     def check_available(self) -> None:
         if not has_encoder(self.encoder):
@@ -95,6 +113,19 @@ class FFmpegAnchor:
                 .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-y")
                 .compile(cmd=ffmpeg_binary()))
 
+    def encode(self, clip: SourceClip, point: CRFPoint, target: Path) -> Encoded:
+        """ffmpeg from raw RGB on its input pipe to the file (written beside, then renamed)."""
+        T, H, W = clip.frames.shape[:3]
+        partial = target.with_name(target.stem + ".partial" + target.suffix)  # keeps the extension ffmpeg needs
+        cmd = self.encode_command(W, H, clip.fps, point.crf, partial)
+        try:
+            _run(cmd, stdin=np.ascontiguousarray(clip.frames).tobytes())
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
+        command = " ".join(c if c != "pipe:" else "-" for c in cmd).replace(str(partial), str(target))
+        return Encoded(command=command, details=AnchorDetails(self.preset, self.pix_fmt, point.crf, self.low_delay))
+
     def decode(self, path: Path, width: int, height: int) -> np.ndarray:
         stream = ffmpeg.input(str(path)).filter("scale", in_color_matrix=COLOUR, in_range="tv")
         cmd = (ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24")
@@ -103,36 +134,13 @@ class FFmpegAnchor:
         raw = _run(cmd)
         return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
 
-    def run(self, frames: np.ndarray, crf: float, fps: float = 24.0, workdir: Path | None = None,
-            keep: Path | None = None) -> RDPoint:
-        """Encodes the RGB frames at one CRF, decodes the file and measures it."""
-        T, H, W = frames.shape[:3]
-        with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-            out = keep or Path(tmp) / f"anchor{self.extension}"
-            cmd = self.encode_command(W, H, fps, crf, out)
-            start = time.perf_counter()
-            _run(cmd, stdin=np.ascontiguousarray(frames).tobytes())
-            encode_seconds = time.perf_counter() - start
-            size = out.stat().st_size
-            start = time.perf_counter()
-            decoded = self.decode(out, W, H)
-            decode_seconds = time.perf_counter() - start
-        if decoded.shape != frames.shape:
-            raise RuntimeError(f"{self.name} decoded {decoded.shape}, expected {frames.shape}")
-        return RDPoint(
-            codec=self.name, setting=self.setting(), knob="crf", knob_value=crf, bytes=size,
-            bpp=8.0 * size / (W * H * T), kbps=8.0 * size / (T / fps) / 1000.0,
-            psnr_rgb=psnr(decoded, frames), psnr_yuv=psnr_yuv(decoded, frames),
-            ms_ssim=ms_ssim_mean(decoded, frames), encode_seconds=encode_seconds,
-            decode_seconds=decode_seconds, frames=T, width=W, height=H,
-            command=" ".join(c if c != "pipe:" else "-" for c in cmd),
-        )
-
-    extension = ".mp4"
+    def describe_setting(self) -> str:
+        mode = "low-delay (zerolatency, GOP 12, no B-frames)" if self.low_delay else "default GOP with B-frames"
+        return f"{self.preset}, {self.pix_fmt}, {mode}"
 
 
 @dataclass(frozen=True)
-class X264Anchor(FFmpegAnchor):
+class X264(FFmpegCodec):
     """libx264. ``version_sei=False`` removes the SEI message in which x264 writes its version
     and settings (about 700 bytes per file, no picture data), as ``info=0`` does for x265."""
 
@@ -148,12 +156,12 @@ class X264Anchor(FFmpegAnchor):
             flags["bsf:v"] = "filter_units=remove_types=6"
         return flags
 
-    def describe(self) -> str:
-        return super().describe() + ("" if self.version_sei else ", version SEI removed")
+    def describe_setting(self) -> str:
+        return super().describe_setting() + ("" if self.version_sei else ", version SEI removed")
 
 
 @dataclass(frozen=True)
-class X265Anchor(FFmpegAnchor):
+class X265(FFmpegCodec):
     name = "x265"
     encoder = "libx265"
 
@@ -165,7 +173,6 @@ class X265Anchor(FFmpegAnchor):
         return {"x265-params": params}
 
 
-@functools.lru_cache(maxsize=None)
 def encoder_version(encoder: str) -> str:
     """The version an ffmpeg encoder library reports ("unknown" when it says none).
 
@@ -191,24 +198,25 @@ def encoder_version(encoder: str) -> str:
     return "unknown"
 
 
-def match_size(anchor: FFmpegAnchor, frames: np.ndarray, target_bytes: int, fps: float = 24.0,
+def match_size(codec: FFmpegCodec, clip: SourceClip, target_bytes: int,
                crf_range: tuple[int, int] = (0, 51)) -> RDPoint:
-    """The anchor's point at the integer CRF whose file size is closest to ``target_bytes``.
+    """The codec's point at the integer CRF whose file size is closest to ``target_bytes``.
 
     File size falls as CRF rises, so a bisection finds it in about six encodes.
     """
     low, high = crf_range
     seen: dict[int, RDPoint] = {}
+    with tempfile.TemporaryDirectory() as tmp:
 
-    def at(crf: int) -> RDPoint:
-        if crf not in seen:
-            seen[crf] = anchor.run(frames, crf, fps)
-        return seen[crf]
+        def at(crf: int) -> RDPoint:
+            if crf not in seen:
+                seen[crf] = codec.run(clip, CRFPoint(crf), Path(tmp) / f"crf{crf}{codec.extension}")
+            return seen[crf]
 
-    while high - low > 1:
-        mid = (low + high) // 2
-        if at(mid).bytes > target_bytes:
-            low = mid
-        else:
-            high = mid
-    return min((at(low), at(high)), key=lambda p: abs(p.bytes - target_bytes))
+        while high - low > 1:
+            mid = (low + high) // 2
+            if at(mid).bytes > target_bytes:
+                low = mid
+            else:
+                high = mid
+        return min((at(low), at(high)), key=lambda p: abs(p.bytes - target_bytes))

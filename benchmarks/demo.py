@@ -1,8 +1,10 @@
 """``make demo``: compress the bundled clip, decompress it, compare with x264 at the same size.
 
-Runs the real commands (``enerv-compress``, ``enerv-decompress``) in-process, then
-measures the decoded file independently and encodes the same clip with x264 at the
-CRF whose file size is closest to ours.
+Runs the library's entry points as the commands do: ``compress_frames`` on the decoded
+clip (what ``enerv-compress`` runs), the file written, then ``decode_frames`` from the
+file's bytes (what ``enerv-decompress`` runs) into a lossless ``.mkv``. It measures that
+``.mkv`` independently, and encodes the same clip with x264 at the CRF whose file size is
+closest to ours.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import cli
-from benchmarks.anchors import X264Anchor, match_size
+from benchmarks.anchors import X264, match_size
+from benchmarks.codec import SourceClip
+from compress.encode import compress_frames
+from decompress.decode import decode_frames, read_file_bytes
+from pipeline.cli_common import run_command
 from pipeline.config import load_preset
+from pipeline.files import write_atomically
 from pipeline.metrics import ms_ssim_mean, psnr
-from pipeline.video_io import read_video
+from pipeline.video_io import read_video, write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "data" / "bunny_320x180_48f.mkv"
@@ -24,7 +31,7 @@ OUT = ROOT / "demo_out"
 PRESET = "enerv-cpu-s"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     OUT.mkdir(exist_ok=True)
     preset = load_preset(PRESET)
     source = read_video(CLIP)
@@ -35,23 +42,30 @@ def main() -> int:
     sys.stdout.flush()
 
     bin_path, json_path, decoded_path = OUT / "bunny.bin", OUT / "bunny.json", OUT / "bunny_decoded.mkv"
-    if cli.compress_main([str(CLIP), "-o", str(bin_path), "--preset", PRESET, "--json", str(json_path)]) != 0:
-        return 1
     start = time.perf_counter()
-    if cli.decompress_main([str(bin_path), "-o", str(decoded_path)]) != 0:
-        return 1
-    decode_seconds = time.perf_counter() - start
-    summary = json.loads(json_path.read_text())
-    decoded = read_video(decoded_path).frames
-    measured = psnr(decoded, source.frames)
+    data, result = compress_frames(source.frames, source.info.fps, preset, source_id=str(CLIP.resolve()))
+    write_atomically(bin_path, data)
+    encode_seconds = time.perf_counter() - start
+    result = replace(result, output=str(bin_path))
+    write_atomically(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
+    print(f"wrote {bin_path}: {result.bytes:,} bytes, {result.bpp:.4f} bpp ({result.parameters:,} parameters, "
+          f"{result.bits}-bit, pruned {result.prune_ratio:.0%}); {stages}")
 
-    anchor = X264Anchor(preset="medium", pix_fmt="yuv444p", version_sei=False)  # as in enerv-bench
-    point = match_size(anchor, source.frames, summary["bytes"], source.info.fps)
+    start = time.perf_counter()
+    decoded = decode_frames(read_file_bytes(bin_path))
+    write_video(decoded_path, decoded.frames, fps=decoded.fps)
+    decode_seconds = time.perf_counter() - start
+    measured_frames = read_video(decoded_path).frames
+    measured = psnr(measured_frames, source.frames)
+
+    anchor = X264(preset="medium", pix_fmt="yuv444p", version_sei=False)  # as in enerv-bench
+    point = match_size(anchor, SourceClip(source.frames, source.info.fps, CLIP), result.bytes)
     rows = [
-        ("E-NeRV (this tool)", summary["bytes"], summary["bpp"], measured, ms_ssim_mean(decoded, source.frames),
-         summary["seconds"], decode_seconds),
-        (f"x264 {anchor.describe()} crf {point.knob_value}", point.bytes, point.bpp, point.psnr_rgb, point.ms_ssim,
-         point.encode_seconds, point.decode_seconds),
+        ("E-NeRV (this tool)", result.bytes, result.bpp, measured, ms_ssim_mean(measured_frames, source.frames),
+         encode_seconds, decode_seconds),
+        (f"x264 {anchor.describe_setting()} crf {point.knob_value}", point.bytes, point.bpp, point.psnr_rgb,
+         point.ms_ssim, point.encode_seconds, point.decode_seconds),
     ]
     print("\n| codec | bytes | bpp | PSNR (dB, RGB) | MS-SSIM | encode s | decode s |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -59,10 +73,10 @@ def main() -> int:
         ms = f"{m:.4f}" if m is not None else "n/a"
         print(f"| {name} | {size:,} | {bpp:.4f} | {p:.2f} | {ms} | {enc:.1f} | {dec:.2f} |")
     print(f"\nPSNR of {decoded_path.name}, measured independently: {measured:.2f} dB "
-          f"(the encoder reported {summary['psnr']:.2f} dB)")
+          f"(the encoder reported {result.psnr:.2f} dB)")
     print(f"files in {OUT}/; whole file sizes, container included, for both codecs")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, sys.argv[1:]))

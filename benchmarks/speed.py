@@ -2,12 +2,12 @@
 
     python -m benchmarks.speed [--preset NAME | --config FILE] [--input VIDEO] [--device auto]
 
-Prints one JSON object.  Times are medians over repeated runs after a warm-up.
+Prints one JSON object.  Times are medians over repeated runs after a warm-up. The fit
+throughput times :func:`compress.fit.training_step`, the step that fitting runs.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.fit import Clip, reconstruction_loss
+from compress.fit import Clip, training_step
 from compress.quantize import quantize_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
+from pipeline.cli_common import OneLineErrorParser, run_command
 from pipeline.config import load_config, load_preset
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network, count_parameters, frame_times
@@ -66,23 +67,20 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
     clip = Clip.from_numpy(frames, device)
     batch = preset.fit.batch_size
     idx = torch.arange(min(batch, T), device=device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else torch.autocast("cpu", enabled=False))
+    # The step and optimizer that fitting runs (compress.fit.train), at the preset's learning rate.
+    params = dict(model.named_parameters())
+    optimizer = torch.optim.Adam(params.values(), lr=preset.fit.lr, betas=preset.fit.betas)
+    model.train()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     def fit_step():
-        with autocast:
-            pred = model(frame_times(idx, T))
-        loss = reconstruction_loss(pred[:, :, :H, :W].float(), clip.batch(idx), preset.fit.l1_weight,
-                                   preset.fit.ssim_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if training_step(model, params, optimizer, clip, idx, preset.fit) is None:
+            raise RuntimeError("the loss is not finite; the timing would not be of a training step")
 
     fit_s = _median_seconds(fit_step, device, repeats)
     render_batch = torch.arange(min(8, T), device=device)
+    model.eval()
 
     def render():
         with torch.inference_mode():
@@ -118,7 +116,7 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
+    p = OneLineErrorParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="enerv-cpu-s")
     p.add_argument("--config")
     p.add_argument("--input", default=str(DEFAULT_INPUT))
@@ -139,4 +137,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_command(main, sys.argv[1:]))

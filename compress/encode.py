@@ -111,8 +111,6 @@ def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
     return state
 
 
-
-
 def _require_checkpoint(checkpoint: Path | None) -> Path:
     if checkpoint is None:
         raise ValueError("resume needs the checkpoint's path")
@@ -137,6 +135,17 @@ def _load_cached_fit(path: Path, fingerprint: str, device: torch.device) -> dict
             or not isinstance(entry.get("seconds"), float)):
         return None
     return entry
+
+
+def _load_weights(model: torch.nn.Module, state: dict) -> bool:
+    """Loads a cached fit's weights; False, with the model untouched, when they are not this
+    code's network (another version of it wrote the cache): the fit then runs."""
+    own = model.state_dict()
+    if state.keys() != own.keys() or any(not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape
+                                         for k, v in own.items()):
+        return False
+    model.load_state_dict(state)
+    return True
 
 
 def _store_fit(path: Path, fingerprint: str, device: torch.device, model: torch.nn.Module, history: list[dict],
@@ -202,13 +211,12 @@ def compress_frames(
     clip = Clip.from_numpy(frames, dev)
     fit_reused = False
     with timer.stage("fit"):
-        cached = None
         if state is not None and state.get("stage") == "fitted":
             model.load_state_dict(state["model"])
             fit_history, fit_seconds = state["history"], float(state.get("fit_seconds", 0.0))
             fit_reused = bool(state.get("fit_reused", False))
-        elif cache_file is not None and (cached := _load_cached_fit(cache_file, fingerprint, dev)) is not None:
-            model.load_state_dict(cached["model"])
+        elif (cache_file is not None and (cached := _load_cached_fit(cache_file, fingerprint, dev)) is not None
+              and _load_weights(model, cached["model"])):
             fit_history, fit_seconds, fit_reused = cached["history"], cached["seconds"], True
             if progress:
                 print(f"fitted network of {count_parameters(model):,} parameters taken from {cache_file} "

@@ -11,13 +11,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.cli_common import run_command
-from benchmarks import rd, report
-from benchmarks.anchors import X264Anchor
+from benchmarks import bd, rd
+from benchmarks.anchors import X264
+from benchmarks.budget import apply_budget, epochs_of
+from benchmarks.enerv import ENeRV, parse_point
 from conftest import smooth_clip
 from decompress.decode import decode_frames, read_file_bytes
+from pipeline.cli_common import run_command
 from pipeline.config import load_preset
+from pipeline.errors import InputError
 from pipeline.metrics import psnr
+from pipeline.presets import with_fit_epochs
 from pipeline.video_io import read_video, write_video
 
 # Two E-NeRV points (test-tiny, a few epochs) and three CRFs for each anchor.
@@ -50,8 +54,8 @@ def _forbid_encoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("encoded a point")
 
-    monkeypatch.setattr(rd, "_measure_anchor", refuse)
-    monkeypatch.setattr("compress.encode.compress_video", refuse)
+    monkeypatch.setattr("benchmarks.anchors.FFmpegCodec.encode", refuse)
+    monkeypatch.setattr("compress.encode.compress_frames", refuse)
 
 
 def test_every_output_is_written_with_the_promised_columns(bench):
@@ -87,7 +91,7 @@ def test_bytes_are_the_sizes_of_the_kept_files_and_quality_is_measured_on_them(b
     decoded = decode_frames(read_file_bytes(bench / e["file"]))
     assert psnr(decoded.frames, source) == pytest.approx(e["psnr_rgb"], abs=1e-9)
     a = results[results["codec"] == "x264"].iloc[0]
-    frames = X264Anchor(preset="medium", pix_fmt="yuv420p").decode(bench / a["file"], 48, 32)
+    frames = X264(preset="medium", pix_fmt="yuv420p").decode(bench / a["file"], 48, 32)
     assert psnr(frames, source) == pytest.approx(a["psnr_rgb"], abs=1e-9)
 
 
@@ -102,30 +106,30 @@ def test_rd_figure_is_a_valid_png(bench):
 def test_bd_rate_matches_hand_computed_cases():
     rates = np.array([0.1, 0.2, 0.4, 0.8])
     psnrs = 30 + 3 * np.log2(rates / 0.1)  # linear in log-rate: every interpolation is exact
-    for method in report.BD_METHODS:
-        same = report.bd_metrics(rates, psnrs, rates, psnrs, method)
+    for method in bd.BD_METHODS:
+        same = bd.bd_metrics(rates, psnrs, rates, psnrs, method)
         assert same["bd_rate"] == pytest.approx(0, abs=1e-9) and same["bd_psnr"] == pytest.approx(0, abs=1e-9)
-        cheaper = report.bd_metrics(rates, psnrs, 0.8 * rates, psnrs, method)
+        cheaper = bd.bd_metrics(rates, psnrs, 0.8 * rates, psnrs, method)
         assert cheaper["bd_rate"] == pytest.approx(-20.0, abs=1e-6)
         # At equal rate the test curve is 3 * log2(1 / 0.8) dB higher.
         assert cheaper["bd_psnr"] == pytest.approx(3 * math.log2(1.25), abs=1e-6)
-        dearer = report.bd_metrics(rates, psnrs, 1.5 * rates, psnrs, method)
+        dearer = bd.bd_metrics(rates, psnrs, 1.5 * rates, psnrs, method)
         assert dearer["bd_rate"] == pytest.approx(50.0, abs=1e-6)
 
 
 def test_bd_rate_edge_cases():
     # Dominated points leave the curve; too few points or no overlap give NaN with a note.
-    r, d = report.pareto_front([0.1, 0.2, 0.3, 0.25], [30, 33, 32, 34])
+    r, d = bd.pareto_front([0.1, 0.2, 0.3, 0.25], [30, 33, 32, 34])
     assert list(r) == [0.1, 0.2, 0.25] and list(d) == [30, 33, 34]
-    one = report.bd_metrics([0.1, 0.2], [30, 33], [0.1, 0.2], [31, 31], "akima")
+    one = bd.bd_metrics([0.1, 0.2], [30, 33], [0.1, 0.2], [31, 31], "akima")
     assert math.isnan(one["bd_rate"]) and one["note"]
-    apart = report.bd_metrics([0.1, 0.2], [30, 33], [1.0, 2.0], [40, 43], "akima")
+    apart = bd.bd_metrics([0.1, 0.2], [30, 33], [1.0, 2.0], [40, 43], "akima")
     assert math.isnan(apart["bd_rate"]) and math.isnan(apart["bd_psnr"]) and "no common" in apart["note"]
 
 
 def test_bd_rate_of_each_curve_against_itself_is_zero(bench):
     results = pd.read_csv(bench / "results.csv")
-    table = report.bd_table(results, include_self=True)
+    table = bd.bd_table(results, include_self=True)
     itself = table[(table["test_codec"] == table["anchor_codec"]) & (table["test_setting"] == table["anchor_setting"])]
     assert len(itself) == 2 * 2  # x264 and x265, per video and averaged
     assert np.allclose(itself["bd_rate_psnr_rgb"], 0, atol=1e-9)
@@ -155,14 +159,14 @@ def test_a_lost_point_is_the_only_one_recomputed(bench, clip, monkeypatch, capsy
     import compress.encode
 
     calls = []
-    real = compress.encode.compress_video
+    real = compress.encode.compress_frames
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("compress.encode.compress_video", counting)
-    monkeypatch.setattr(rd, "_measure_anchor", lambda *a, **k: pytest.fail("re-encoded an anchor"))
+    monkeypatch.setattr("compress.encode.compress_frames", counting)
+    monkeypatch.setattr("benchmarks.anchors.FFmpegCodec.encode", lambda *a, **k: pytest.fail("re-encoded an anchor"))
     capsys.readouterr()
     assert rd.main([str(clip), "-o", str(bench), *SWEEP]) == 0
     assert len(calls) == 1 and "(1 measured, 7 cached)" in capsys.readouterr().out
@@ -222,17 +226,21 @@ def test_bad_inputs_are_one_error_line_exit_2_and_nothing_written(case, clip, tm
         assert not out.exists()
 
 
+def _point_preset(name: str, point: str, epochs: int | None):
+    return ENeRV(preset=with_fit_epochs(load_preset(name), epochs), curve=()).point_preset(parse_point(point))
+
+
 def test_the_budget_scales_every_epoch_count_down_by_one_factor():
-    preset = rd._enerv_preset("enerv-cpu-s", bits=6, prune=0.2, epochs=None)
-    fit, pe, qe = rd._epochs_of(preset)
-    same, estimate = rd.apply_budget(preset, seconds_per_epoch=1.0, budget=1000)
+    preset = _point_preset("enerv-cpu-s", "6:0.2", epochs=None)
+    fit, pe, qe = epochs_of(preset)
+    same, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=1000)
     assert same is preset and estimate == fit + pe + qe
-    scaled, estimate = rd.apply_budget(preset, seconds_per_epoch=1.0, budget=(fit + pe + qe) / 2)
-    assert rd._epochs_of(scaled) == (fit // 2, pe // 2, qe // 2)
+    scaled, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=(fit + pe + qe) / 2)
+    assert epochs_of(scaled) == (fit // 2, pe // 2, qe // 2)
     assert estimate <= (fit + pe + qe) / 2
     assert scaled.network == preset.network and scaled.codec.bits == 6
-    unpruned = rd._enerv_preset("enerv-cpu-s", bits=8, prune=0.0, epochs=60)
-    assert rd._epochs_of(unpruned) == (60, 0, round(load_preset("enerv-cpu-s").codec.qat_epochs / 2))
+    unpruned = _point_preset("enerv-cpu-s", "8:0", epochs=60)
+    assert epochs_of(unpruned) == (60, 0, round(load_preset("enerv-cpu-s").codec.qat_epochs / 2))
 
 
 def test_several_videos_get_per_video_and_averaged_bd_rates(tmp_path):
@@ -262,13 +270,13 @@ def test_an_interrupted_point_exits_130_and_the_same_command_finishes_it(clip, t
     out = tmp_path / "interrupted"
     argv = [str(clip), "-o", str(out), *SWEEP, "--codecs", "enerv", "--enerv-points", "8:0"]
 
-    def interrupted(source, output, *args, **kwargs):
-        checkpoint = Path(str(output) + ".ckpt")
+    def interrupted(frames, fps, preset, **kwargs):
+        checkpoint = Path(kwargs["checkpoint"])
         checkpoint.write_bytes(b"not a checkpoint")  # what an interrupted fit leaves, here unusable
         raise FitInterrupted(checkpoint)
 
     with monkeypatch.context() as m:
-        m.setattr(compress.encode, "compress_video", interrupted)
+        m.setattr(compress.encode, "compress_frames", interrupted)
         assert run_command(rd.main, argv) == 130
     assert "error: interrupted" in capsys.readouterr().err
     left = sorted(p.name for p in (out / "files" / "clip").iterdir())
@@ -291,3 +299,76 @@ def test_anchors_in_a_process_pool_give_the_same_files(clip, tmp_path):
     pool = pd.read_csv(tmp_path / "pool" / "results.csv")
     assert list(serial["bytes"]) == list(pool["bytes"]) and np.allclose(serial["psnr_rgb"], pool["psnr_rgb"])
     assert "2 at a time" in (tmp_path / "pool" / "report.md").read_text()
+
+
+def test_the_report_of_a_run_is_the_report_rebuilt_from_its_folder(bench, tmp_path):
+    from benchmarks import report
+
+    assert report.main([str(bench / "results.csv"), "-o", str(tmp_path / "again")]) == 0
+    for name in ("report.md", "bd_rate.csv", "time_to_quality.png"):
+        assert (tmp_path / "again" / name).read_bytes() == (bench / name).read_bytes(), name
+    summary = report.RunSummary.read(bench / "run.json")
+    assert summary is not None and summary.measured + summary.cached == 8 and summary.command.startswith("enerv-bench ")
+
+
+def test_every_row_states_its_codec_versions_and_how_it_was_timed(bench):
+    results = pd.read_csv(bench / "results.csv")
+    assert results["encoder_version"].str.len().gt(0).all()
+    assert results["machine"].map(lambda text: "cpu count" in json.loads(text)).all()
+    anchors, enerv = results[results["codec"] != "enerv"], results[results["codec"] == "enerv"]
+    assert (anchors["own_encode_seconds"] == anchors["encode_seconds"]).all()
+    assert np.allclose(enerv["encode_seconds"], enerv["own_encode_seconds"] + enerv["fit_seconds"])
+    assert set(results["parallel_jobs"]) == {1}
+    config = json.loads(anchors["config"].iloc[0])
+    assert config["crf"] in (20, 32, 44) and config["library_version"] and config["ffmpeg"]
+
+
+def test_two_points_differing_only_in_codec_settings_fit_once(clip, tmp_path, monkeypatch):
+    import compress.encode
+    from compress.encode import compress_frames
+
+    fits = []
+    real = compress.encode.fit_network
+    monkeypatch.setattr(compress.encode, "fit_network", lambda *a, **k: fits.append(1) or real(*a, **k))
+    out = tmp_path / "shared"
+    argv = [str(clip), "-o", str(out), "--codecs", "enerv", "--enerv-presets", "test-tiny", "--epochs", "6",
+            "--enerv-points", "8:0,6:0.3", "--budget-seconds", "0", "-q"]
+    assert rd.main(argv) == 0
+    assert len(fits) == 1
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows["fit_reused"]) == [False, True] and rows["fit_key"].nunique() == 1
+    assert rows["fit_seconds"].nunique() == 1 and (rows["own_encode_seconds"] < rows["encode_seconds"]).all()
+    assert "(shared)" in (out / "report.md").read_text()
+    # The point that took the shared fit is byte for byte the point fitted on its own.
+    reused = rows[rows["fit_reused"]].iloc[0]
+    preset = _point_preset("test-tiny", "6:0.3", epochs=6)
+    data, _ = compress_frames(read_video(clip).frames, 24.0, preset, progress=False)
+    assert (out / reused["file"]).read_bytes() == data
+    # A lost point is measured again without fitting again; --force fits again, once.
+    (out / "cache" / f"{reused['key']}.json").unlink()
+    fits.clear()
+    assert rd.main(argv) == 0 and fits == []
+    assert rd.main(argv + ["--force"]) == 0 and len(fits) == 1
+
+
+def test_a_budget_gives_every_point_of_a_curve_the_same_fitting_epochs():
+    from benchmarks.budget import budget_factor, scale_epochs
+
+    presets = [_point_preset("enerv-cpu-s", p, epochs=None) for p in ("8:0", "6:0.2", "5:0.4")]
+    assert len({sum(epochs_of(p)) for p in presets}) == 2  # the unpruned point has no prune fine-tune
+    factor = budget_factor(presets, seconds_per_epoch=1.0, budget=100)
+    scaled = [scale_epochs(p, factor) for p in presets]
+    assert len({p.fit for p in scaled}) == 1 and scaled[0].fit.epochs < presets[0].fit.epochs
+    assert max(sum(epochs_of(p)) for p in scaled) <= 100
+    assert budget_factor(presets, seconds_per_epoch=1.0, budget=10_000) == 1.0
+
+
+def test_points_are_labelled_codec_settings():
+    point = parse_point("6:0.2")
+    assert dict(point.settings) == {"bits": 6, "prune_ratio": 0.2}
+    assert (point.label, point.token, point.knob_value) == ("6b/20%", "b6-p20", "6,0.2")
+    preset = _point_preset("test-tiny", "5:0", epochs=None)
+    assert (preset.codec.bits, preset.codec.prune_ratio, preset.codec.prune_epochs) == (5, 0.0, 0)
+    for bad in ("6", "6:0.2:1", "x:0.2", "1:0.2", "17:0", "6:1.0", "6:-0.1"):
+        with pytest.raises(InputError, match="--enerv-points"):
+            parse_point(bad)

@@ -1,0 +1,235 @@
+"""E-NeRV as a codec of the benchmark: a preset's curve of codec settings, encoded by compress_frames.
+
+A point is a short label and a mapping of overrides of the preset's ``codec`` section
+(today bits and pruning). Points of a curve differ only there, so they share one fit: the
+first point to run fits and stores the network in the fit cache, the others take it from
+there and run only their fine-tunes, quantization and coding; each still counts the fit's
+time in its encode time, as shared work.
+
+Adding a knob to the points (a rate knob, say) is one :class:`Knob` in :data:`KNOBS` and,
+for its own column, one field in :class:`ENeRVDetails`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import shlex
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.budget import budget_factor, epochs_of, estimate_seconds_per_epoch, scale_epochs
+from benchmarks.codec import Codec, Encoded, SourceClip
+from compress import encode
+from compress.fit import FitInterrupted
+from pipeline.config import CodecPreset, override, section_to_dict
+from pipeline.errors import InputError
+from pipeline.files import write_atomically
+from pipeline.presets import with_codec_settings
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One codec setting that ``--enerv-points`` sets, in the order a point writes them (6:0.2)."""
+
+    name: str  # in the ``knob`` column and the option's help
+    field: str  # the CodecConfig field it sets
+    flag: str  # the enerv-compress option that sets it
+    parse: Callable[[str], Any]
+    label: Callable[[Any], str]  # its part of the point's label: '6b', '20%'
+    token: Callable[[Any], str]  # its part of the point's file name: 'b6', 'p20'
+
+
+KNOBS = (
+    Knob("bits", "bits", "--bits", int, lambda v: f"{v}b", lambda v: f"b{v}"),
+    Knob("prune", "prune_ratio", "--prune", float, lambda v: f"{v:.0%}", lambda v: f"p{round(v * 100):02d}"),
+)
+
+
+@dataclass(frozen=True)
+class ENeRVPoint:
+    """A point of an E-NeRV curve: overrides of the preset's codec section, with their label."""
+
+    settings: tuple[tuple[str, Any], ...]  # (CodecConfig field, value) in KNOBS order
+    label: str  # '6b/20%'
+    token: str  # 'b6-p20'
+    knob_value: str  # '6,0.2'
+
+
+def make_point(values: tuple[Any, ...]) -> ENeRVPoint:
+    """The point that sets each knob of KNOBS to its value."""
+    return ENeRVPoint(settings=tuple((k.field, v) for k, v in zip(KNOBS, values)),
+                      label="/".join(k.label(v) for k, v in zip(KNOBS, values)),
+                      token="-".join(k.token(v) for k, v in zip(KNOBS, values)),
+                      knob_value=",".join(f"{v:g}" for v in values))
+
+
+def parse_point(text: str) -> ENeRVPoint:
+    """'6:0.2' -> bits 6, pruning 0.2; the values are checked as the codec config checks them."""
+    parts = text.split(":")
+    spec = ":".join(k.name.upper() for k in KNOBS)
+    if len(parts) != len(KNOBS):
+        raise InputError(f"--enerv-points: bad point {text!r}; expected {spec}, e.g. 6:0.2")
+    try:
+        values = tuple(k.parse(p) for k, p in zip(KNOBS, parts))
+    except ValueError:
+        raise InputError(f"--enerv-points: bad point {text!r}; expected {spec}, e.g. 6:0.2") from None
+    point = make_point(values)
+    try:
+        with_codec_settings(CodecPreset("check"), dict(point.settings))
+    except InputError as exc:
+        raise InputError(f"--enerv-points: bad point {text!r}: {exc}") from None
+    return point
+
+
+@dataclass(frozen=True)
+class ENeRVDetails:
+    """The columns of an E-NeRV row beyond the common ones."""
+
+    preset: str
+    bits: int
+    prune_ratio: float
+    epochs: int
+    prune_epochs: int
+    qat_epochs: int
+    epochs_requested: str  # before the budget: 'fit+prune+qat'
+    budget_seconds: float | None
+    estimated_seconds: float  # the budget's estimate for the epochs run (NaN without a budget)
+    parameters: int
+    fit_seconds: float  # the fit's own time, measured once however many points share it
+    fit_reused: bool  # the fit came from the fit cache (run by an earlier point)
+    fit_key: str  # equal keys, one shared fit
+    resumed: bool
+    device: str
+    pix_fmt: str = "rgb24"
+
+
+@dataclass(frozen=True)
+class ENeRV(Codec):
+    """One preset's curve. ``preset`` has the run's epoch settings applied (before any budget)."""
+
+    preset: CodecPreset
+    curve: tuple[ENeRVPoint, ...]
+    device: str = "cpu"
+    budget_seconds: float = 0.0
+    fit_cache: Path | None = None
+    resume: bool = True  # continue an interrupted point from its checkpoint
+    progress: bool = False
+    # Seconds per epoch measured for the budget, per source: this object's own memo.
+    _estimates: dict = field(default_factory=dict, compare=False, repr=False)
+
+    name = "enerv"
+    extension = ".bin"
+    knob = ",".join(k.name for k in KNOBS)
+
+    def setting(self) -> str:
+        return self.preset.name
+
+    def points(self) -> tuple[ENeRVPoint, ...]:
+        return self.curve
+
+    def point_preset(self, point: ENeRVPoint) -> CodecPreset:
+        """The preset with the point's codec settings (before any budget)."""
+        preset = with_codec_settings(self.preset, dict(point.settings))
+        # No pruning means no fine-tune after it: say so in the config that the row records.
+        if preset.codec.prune_ratio == 0:
+            preset = override(preset, codec=override(preset.codec, prune_epochs=0))
+        return preset
+
+    def describe(self, point: ENeRVPoint) -> dict:
+        preset = self.point_preset(point)
+        return {"preset": preset.name, "settings": dict(point.settings), "budget_seconds": self.budget_seconds or None,
+                "device": self.device, "encoder": self.version(),
+                "config": {k: section_to_dict(getattr(preset, k)) for k in ("network", "fit", "codec")}}
+
+    def version(self) -> str:
+        import torch
+
+        return f"{encode.ENCODER_NAME} (torch {torch.__version__})"
+
+    def _budgeted(self, preset: CodecPreset, clip: SourceClip) -> tuple[CodecPreset, float]:
+        if self.budget_seconds <= 0:
+            return preset, math.nan
+        if clip.key not in self._estimates:
+            self._estimates[clip.key] = estimate_seconds_per_epoch(self.preset, clip.frames, self.device)
+        per_epoch = self._estimates[clip.key]
+        factor = budget_factor([self.point_preset(p) for p in self.curve], per_epoch, self.budget_seconds)
+        preset = scale_epochs(preset, factor)
+        return preset, per_epoch * sum(epochs_of(preset))
+
+    def encode(self, clip: SourceClip, point: ENeRVPoint, target: Path) -> Encoded:
+        """compress_frames into ``target``; an interrupted point continues from its checkpoint
+        with the epochs it had planned (kept beside it in ``TARGET.plan.json``)."""
+        requested = self.point_preset(point)
+        checkpoint = target.with_name(target.name + ".ckpt")
+        plan_file = target.with_name(target.name + ".plan.json")
+        plan_key = hashlib.sha256(json.dumps([clip.key, self.describe(point)], sort_keys=True).encode()).hexdigest()
+        saved = None
+        if self.resume and checkpoint.exists():
+            with contextlib.suppress(OSError, ValueError):
+                saved = json.loads(plan_file.read_text())
+        if isinstance(saved, dict) and saved.get("key") == plan_key:
+            fit, pe, qe = saved["epochs"]
+            preset = override(requested, fit=override(requested.fit, epochs=fit),
+                              codec=override(requested.codec, prune_epochs=pe, qat_epochs=qe))
+            estimate, resume = saved.get("estimated_seconds") or math.nan, True
+        else:
+            checkpoint.unlink(missing_ok=True)
+            resume = False
+            preset, estimate = self._budgeted(requested, clip)
+            estimate_json = estimate if math.isfinite(estimate) else None
+            write_atomically(plan_file, json.dumps({"key": plan_key, "epochs": epochs_of(preset),
+                                                    "estimated_seconds": estimate_json}).encode())
+
+        def compress(resume: bool):
+            return encode.compress_frames(clip.frames, clip.fps, preset, device=self.device, progress=self.progress,
+                                          fit_cache=self.fit_cache, checkpoint=checkpoint, resume=resume,
+                                          source_id=clip.source_id)
+
+        try:
+            try:
+                data, result = compress(resume)
+            except InputError as exc:
+                if not resume or "checkpoint" not in str(exc):
+                    raise
+                checkpoint.unlink(missing_ok=True)  # a checkpoint this run cannot use: start the point over
+                resume = False
+                data, result = compress(False)
+        except FitInterrupted:
+            print(f"note: {target.name} keeps its checkpoint; the same command continues this point", file=sys.stderr)
+            raise KeyboardInterrupt from None
+        write_atomically(target, data)
+        checkpoint.unlink(missing_ok=True)
+        plan_file.unlink(missing_ok=True)
+
+        fit, pe, qe = epochs_of(preset)
+        details = ENeRVDetails(
+            preset=preset.name, bits=preset.codec.bits, prune_ratio=preset.codec.prune_ratio, epochs=fit,
+            prune_epochs=pe, qat_epochs=qe, epochs_requested="+".join(str(e) for e in epochs_of(requested)),
+            budget_seconds=self.budget_seconds or None, estimated_seconds=estimate, parameters=result.parameters,
+            fit_seconds=result.fit_seconds, fit_reused=result.fit_reused, fit_key=result.fit_key, resumed=resume,
+            device=result.device)
+        return Encoded(command=self.command(clip, preset, target), details=details, shared_seconds=result.fit_seconds,
+                       shared_reused=result.fit_reused, history=tuple(result.fit_history))
+
+    def command(self, clip: SourceClip, preset: CodecPreset, target: Path) -> str:
+        """The enerv-compress command line that runs exactly this configuration."""
+        fit, pe, qe = epochs_of(preset)
+        words = ["enerv-compress", str(clip.path), "-o", str(target), "--preset", preset.name,
+                 "--epochs", str(fit), "--prune-epochs", str(pe), "--qat-epochs", str(qe)]
+        for knob in KNOBS:
+            words += [knob.flag, f"{getattr(preset.codec, knob.field):g}"]
+        return shlex.join([*words, "--device", self.device, *clip.read_args])
+
+    def decode(self, path: Path, width: int, height: int) -> np.ndarray:
+        """decode_frames from the file's bytes: entropy decoding, the network rebuilt, every frame rendered."""
+        from decompress.decode import decode_frames, read_file_bytes
+
+        return decode_frames(read_file_bytes(path), device=self.device).frames

@@ -1,0 +1,139 @@
+"""The plan of a benchmark run: its videos, its codecs (one per curve) and every point to measure.
+
+Making the plan checks what remains to check before anything is written: every encoder is
+looked up and every input is decoded once, so that a problem is one ``error:`` line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.anchors import X264, X265, FFmpegCodec, encoder_version
+from benchmarks.codec import Codec, Point
+from benchmarks.enerv import ENeRV
+from benchmarks.settings import LOW_DELAY_PRESET, BenchSettings
+from benchmarks.sources import FrameStore, ReadOptions, VideoSource, fingerprint
+from pipeline.errors import InputError
+from pipeline.video_io import ffmpeg_version
+
+SCHEMA = 2  # part of every cache key: a change of what a point means invalidates the cache
+
+
+@dataclass(frozen=True)
+class Job:
+    """One point of one curve on one video."""
+
+    video: VideoSource
+    codec: Codec
+    point: Point
+    file: str  # relative to the output folder
+    key: str  # the point cache's key: video, codec, setting and the point's exact description
+
+
+@dataclass(frozen=True)
+class Plan:
+    settings: BenchSettings
+    videos: tuple[VideoSource, ...]
+    codecs: tuple[Codec, ...]
+    jobs: tuple[Job, ...]
+    device: str  # where E-NeRV runs: cpu or cuda
+    jobs_at_once: int  # anchor encodes at once
+
+    @property
+    def out(self) -> Path:
+        return self.settings.output
+
+
+def job_key(video: VideoSource, codec: Codec, point: Point) -> str:
+    blob = json.dumps({"schema": SCHEMA, "video": video.fingerprint, "codec": codec.name, "setting": codec.setting(),
+                       "point": codec.describe(point)}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def _auto_jobs(device: str, runs_enerv: bool) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    # On a CPU, anchors next to a fit would slow it down and skew both timings.
+    if runs_enerv and device == "cuda" and cores >= 4:
+        return min(4, cores // 2)
+    return 1
+
+
+def _anchors(settings: BenchSettings) -> list[FFmpegCodec]:
+    curves = [(p, f, False) for p in settings.anchor_presets for f in settings.pix_fmts]
+    if settings.low_delay:
+        curves += [(LOW_DELAY_PRESET, f, True) for f in settings.pix_fmts]
+    ffmpeg = ffmpeg_version()  # another ffmpeg build makes other anchor points
+    anchors: list[FFmpegCodec] = []
+    for name, cls, extra in (("x264", X264, {"version_sei": False}), ("x265", X265, {})):
+        if name not in settings.codecs:
+            continue
+        cls(**extra).check_available()
+        version = encoder_version(cls.encoder)
+        anchors += [cls(preset=p, pix_fmt=f, low_delay=ld, crfs=settings.crfs, library_version=version,
+                        ffmpeg=ffmpeg, **extra) for p, f, ld in curves]
+    return anchors
+
+
+def _videos(settings: BenchSettings, store: FrameStore, codecs: list[Codec]) -> list[VideoSource]:
+    """Each input decoded once, to know it decodes and that every codec can serve its size."""
+    from pipeline.geometry import resolve_network
+
+    read: list[tuple[Path, object]] = []
+    seen: set[str] = set()
+    for path in settings.inputs:
+        resolved = str(path.resolve())
+        if resolved in seen:
+            raise InputError(f"input {path} is given twice")
+        seen.add(resolved)
+        video = store.read(path)
+        T, H, W = video.frames.shape[:3]
+        if any(isinstance(c, FFmpegCodec) and c.pix_fmt == "yuv420p" for c in codecs) and (W % 2 or H % 2):
+            raise InputError(f"{path}: {W}x{H} has an odd side, which yuv420p cannot hold; pass --size or "
+                             "--pix-fmts yuv444p")
+        for preset in settings.enerv_presets:
+            resolve_network(preset.network, W, H)
+        read.append((path, video.info))
+    names = [p.name for p, _ in read]
+    stems = [p.stem for p, _ in read]
+    videos = []
+    options = ReadOptions(settings.frame_range, settings.size)
+    for path, info in read:
+        name = path.name if names.count(path.name) == 1 else str(path)
+        suffix = "" if stems.count(path.stem) == 1 else "-" + hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:6]
+        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in path.stem) + suffix
+        videos.append(VideoSource(path=path, name=name, slug=slug, fingerprint=fingerprint(path, options),
+                                  frames=info.frames, width=info.width, height=info.height, fps=info.fps,
+                                  pix_fmt=info.pix_fmt))
+    return videos
+
+
+def make_plan(settings: BenchSettings, store: FrameStore) -> Plan:
+    """Builds the codecs and the points; raises InputError before anything is written."""
+    device = "cpu"
+    codecs: list[Codec] = []
+    if settings.enerv_presets:
+        from pipeline.render import resolve_device
+
+        device = resolve_device(settings.device).type
+        progress = not settings.quiet and sys.stderr.isatty()
+        for preset in settings.enerv_presets:
+            codecs.append(ENeRV(preset=preset, curve=settings.enerv_points, device=device,
+                                budget_seconds=settings.budget_seconds, fit_cache=settings.output / "fits",
+                                resume=not settings.force, progress=progress))
+    # Anchors first in the table, as before; the inputs last, their checks cost the most.
+    codecs = _anchors(settings) + codecs
+    videos = _videos(settings, store, codecs)
+    jobs = [Job(video, codec, point, f"files/{video.slug}/{codec.file_name(point)}", job_key(video, codec, point))
+            for video in videos for codec in codecs for point in codec.points()]
+    if len({j.key for j in jobs}) != len(jobs):
+        raise InputError("the sweep names the same point twice (check --enerv-points and --crfs)")
+    jobs_at_once = settings.jobs or _auto_jobs(device, bool(settings.enerv_presets))
+    return Plan(settings, tuple(videos), tuple(codecs), tuple(jobs), device, jobs_at_once)

@@ -1,0 +1,162 @@
+"""The markdown tables of the benchmark's report, each from the table of measured points."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.curves import ANCHOR_CODECS, ENVELOPE, curve_label, curve_rows, curves
+
+
+def fmt(value, spec: str = ".2f", missing: str = "n/a") -> str:
+    try:
+        if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
+            return missing
+        return format(value, spec)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def markdown_table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> str:
+    align = align or ["---"] * len(header)
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def bd_matrix(bd: pd.DataFrame, metric: str = "psnr_rgb") -> str:
+    """The averaged BD-rates as a table: one row per tested curve, one column per anchor."""
+    avg = bd[bd["video"] == "average"]
+    if avg.empty:
+        return "(no anchor was run, so there is no BD-rate)"
+    anchors = sorted(set(zip(avg["anchor_codec"], avg["anchor_setting"])))
+    # E-NeRV first (the question the benchmark asks), then the anchors against each other.
+    tests = sorted(set(zip(avg["test_codec"], avg["test_setting"])),
+                   key=lambda k: (k[0] != "enerv", k[1] == ENVELOPE, k))
+    rows = []
+    for test in tests:
+        row = [curve_label(*test)]
+        for anchor in anchors:
+            cell = avg[(avg["test_codec"] == test[0]) & (avg["test_setting"] == test[1])
+                       & (avg["anchor_codec"] == anchor[0]) & (avg["anchor_setting"] == anchor[1])]
+            if cell.empty:
+                row.append("-")
+                continue
+            c = cell.iloc[0]
+            rate, gain = c[f"bd_rate_{metric}"], c[f"bd_psnr_{metric}"]
+            text = f"{fmt(rate, '+.1f')} % / {fmt(gain, '+.2f')} dB"
+            shaky = [c["psnr_overlap"], c["rate_overlap"]]
+            if not (np.isfinite(rate) and np.isfinite(gain)) or any(not v >= 0.5 for v in shaky):
+                text += " *"
+            row.append(text)
+        rows.append(row)
+    header = ["tested \\ anchor"] + [curve_label(*a) for a in anchors]
+    return markdown_table(header, rows, ["---"] + ["---:"] * len(anchors))
+
+
+def curve_summary(results: pd.DataFrame) -> str:
+    rows = []
+    for codec, setting in curves(results):
+        if setting == ENVELOPE:
+            continue
+        c = curve_rows(results, codec, setting)
+        best = c.loc[c["psnr_rgb"].idxmax()]
+        rows.append([curve_label(codec, setting), str(len(c)), f"{c['bpp'].min():.4f} - {c['bpp'].max():.4f}",
+                     f"{c['psnr_rgb'].min():.2f} - {c['psnr_rgb'].max():.2f}",
+                     f"{best['psnr_rgb']:.2f} dB at {best['bpp']:.4f} bpp ({best['point']})",
+                     f"{c['encode_seconds'].sum():.1f}", f"{c['decode_seconds'].sum():.1f}"])
+    return markdown_table(["curve", "points", "bpp", "PSNR-RGB (dB)", "best point", "encode s (sum)",
+                           "decode s (sum)"], rows, ["---", "---:", "---:", "---:", "---", "---:", "---:"])
+
+
+def flag_column(series: pd.Series) -> pd.Series:
+    """A boolean column as read back from CSV (True/False/empty) or held in memory."""
+    return series.map(lambda v: v is True or str(v).strip().lower() == "true")
+
+
+def enerv_points_table(results: pd.DataFrame) -> str:
+    e = results[results["codec"] == "enerv"]
+    if e.empty:
+        return "(E-NeRV was not run)"
+    resumed, reused = flag_column(e["resumed"]), flag_column(e["fit_reused"])
+    rows = []
+    for _, p in e.sort_values(["video", "setting", "bpp"]).iterrows():
+        epochs = f"{int(p['epochs'])} + {int(p['prune_epochs'])} + {int(p['qat_epochs'])}"
+        rows.append([p["video"], p["setting"], p["point"], epochs, f"{int(p['parameters']):,}", f"{int(p['bytes']):,}",
+                     f"{p['bpp']:.4f}", f"{p['psnr_rgb']:.2f}", f"{p['psnr_yuv']:.2f}", fmt(p["ms_ssim"], ".4f"),
+                     fmt(p["fit_seconds"], ".1f") + (" (shared)" if reused[p.name] else ""),
+                     fmt(p["own_encode_seconds"], ".1f"),
+                     f"{p['encode_seconds']:.1f}" + (" (resumed)" if resumed[p.name] else ""),
+                     f"{p['decode_seconds']:.2f}", p["device"]])
+    table = markdown_table(["video", "preset", "point (bits/pruned)", "epochs (fit + prune + QAT)", "parameters",
+                            "bytes", "bpp", "PSNR-RGB", "PSNR-YUV", "MS-SSIM", "fit s", "own s", "encode s",
+                            "decode s", "device"], rows,
+                           ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:",
+                            "---:", "---:", "---:", "---"])
+    if resumed.any():
+        table += ("\n\n(resumed): the point was interrupted and continued from its checkpoint; its encode and fit "
+                  "times cover only the part after the resume.")
+    return table
+
+
+def shared_fits_table(results: pd.DataFrame) -> str:
+    """One row per fit: the points that share it, its time (measured once) and the points' own times."""
+    e = results[results["codec"] == "enerv"]
+    if e.empty or e["fit_key"].isna().all():
+        return "(no E-NeRV fit)"
+    rows = []
+    for (video, setting, key), group in e.groupby(["video", "setting", "fit_key"], sort=True):
+        fitted_here = group[~flag_column(group["fit_reused"])]
+        rows.append([video, setting, str(key), ", ".join(group.sort_values("bpp")["point"]), str(len(group)),
+                     f"{group['fit_seconds'].iloc[0]:.1f}", f"{group['own_encode_seconds'].sum():.1f}",
+                     f"{group['encode_seconds'].sum():.1f}",
+                     f"{group['fit_seconds'].iloc[0] + group['own_encode_seconds'].sum():.1f}",
+                     "yes" if len(fitted_here) else "no (an earlier run's fit)"])
+    return markdown_table(["video", "preset", "fit", "points", "n", "fit s (once)", "own s (sum)",
+                           "encode s (sum, fit counted per point)", "work s (fit once + own)",
+                           "fitted by a point of this table"], rows,
+                          ["---", "---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---"])
+
+
+def anchor_flags(results: pd.DataFrame) -> str:
+    """Each anchor setting's exact ffmpeg command, its CRF replaced by {CRF} and paths shortened."""
+    lines = []
+    anchors = results[results["codec"].isin(ANCHOR_CODECS)]
+    for (codec, setting), group in anchors.groupby(["codec", "setting"], sort=True):
+        first = group.iloc[0]
+        words = str(first["command"]).split(" ")
+        words[0] = "ffmpeg"
+        for i, w in enumerate(words[:-1]):
+            if w == "-crf":
+                words[i + 1] = "{CRF}"
+        words = ["OUT.mp4" if w.endswith(".mp4") else w for w in words]
+        crfs = ", ".join(fmt(v, "g") for v in sorted(set(group["knob_value"].astype(float))))
+        lines.append(f"- **{curve_label(codec, setting)}** (CRF {crfs}, {first['encoder_version']}):\n"
+                     f"  `{' '.join(words)}`")
+    return "\n".join(lines) if lines else "(no anchor was run)"
+
+
+def timing_table(results: pd.DataFrame, wall: dict[str, float] | None, measured: set[str] = frozenset()) -> str:
+    """Time per codec: sums over points (from whichever run measured them) and, when the run's
+    summary is known, this run's wall time."""
+    rows = []
+    for codec in dict.fromkeys(results["codec"]):
+        c = results[results["codec"] == codec]
+        row = [codec, str(len(c)), f"{c['encode_seconds'].sum():.1f}", f"{c['own_encode_seconds'].sum():.1f}",
+               f"{c['decode_seconds'].sum():.1f}"]
+        if wall is not None:
+            if codec in wall:
+                row.append(f"{wall[codec]:.1f}")
+            else:
+                row.append("see the concurrent row" if codec in measured else "0 (all cached)")
+        rows.append(row)
+    header = ["codec", "points", "encode s (sum over points)", "own encode s (sum)", "decode s (sum)"]
+    if wall is None:
+        return markdown_table(header, rows, ["---", "---:", "---:", "---:", "---:"])
+    for name, seconds in wall.items():
+        if name not in set(results["codec"]):
+            rows.append([name, "", "", "", "", f"{seconds:.1f}"])
+    return markdown_table(header + ["wall s in this run (encode + decode + metrics)"], rows,
+                          ["---", "---:", "---:", "---:", "---:", "---:"])
