@@ -14,10 +14,11 @@ import numpy as np
 from pipeline.config import CodecPreset, override
 
 
-def epochs_of(preset: CodecPreset) -> tuple[int, int, int]:
-    """(fitting, prune fine-tune, quantization fine-tune) epochs that a compression runs."""
+def epochs_of(preset: CodecPreset) -> tuple[int, int, int, int]:
+    """(fitting, prune fine-tune, rate-distortion fine-tune, rounding fine-tune) epochs a compression runs."""
     pe = preset.codec.prune_epochs if preset.codec.prune_ratio > 0 else 0
-    return preset.fit.epochs, pe, preset.codec.qat_epochs
+    rd = preset.codec.rd_epochs if preset.codec.quality is not None else 0
+    return preset.fit.epochs, pe, rd, preset.codec.qat_epochs
 
 
 def estimate_seconds_per_epoch(preset: CodecPreset, frames: np.ndarray, device: str) -> float:
@@ -59,12 +60,9 @@ def scale_epochs(preset: CodecPreset, factor: float) -> CodecPreset:
     """Every epoch count times ``factor`` (rounded down, at least 1 where it was not 0)."""
     if factor >= 1:
         return preset
-    fit, pe, qe = epochs_of(preset)
-    fit = max(1, math.floor(fit * factor))
-    pe = max(1, math.floor(pe * factor)) if pe else 0
-    qe = max(1, math.floor(qe * factor)) if qe else 0
+    fit, pe, rd, qe = (max(1, math.floor(e * factor)) if e else 0 for e in epochs_of(preset))
     return override(preset, fit=override(preset.fit, epochs=fit),
-                    codec=override(preset.codec, prune_epochs=pe, qat_epochs=qe))
+                    codec=override(preset.codec, prune_epochs=pe, rd_epochs=rd, qat_epochs=qe))
 
 
 def apply_budget(preset: CodecPreset, seconds_per_epoch: float, budget: float) -> tuple[CodecPreset, float]:

@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     source = read_video(CLIP)
     T, H, W = source.frames.shape[:3]
     print(f"demo: {CLIP.name}, {T} frames of {W}x{H} (Big Buck Bunny, CC-BY 3.0 Blender Foundation)")
-    print(f"preset {PRESET}: {preset.fit.epochs} fitting epochs + {preset.codec.prune_epochs} after pruning "
-          f"+ {preset.codec.qat_epochs} quantization-aware; expect about 3-4 minutes on 2 CPU cores\n")
+    print(f"preset {PRESET}: {preset.fit.epochs} fitting epochs + {preset.codec.rd_epochs} rate-distortion "
+          f"+ {preset.codec.qat_epochs} on the rounded grid, quality {preset.codec.quality:g}\n")
     sys.stdout.flush()
 
     bin_path, json_path, decoded_path = OUT / "bunny.bin", OUT / "bunny.json", OUT / "bunny_decoded.mkv"
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     write_atomically(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
     print(f"wrote {bin_path}: {result.bytes:,} bytes, {result.bpp:.4f} bpp ({result.parameters:,} parameters, "
-          f"{result.bits}-bit, pruned {result.prune_ratio:.0%}); {stages}")
+          f"quality {result.quality:g}); {stages}")
 
     start = time.perf_counter()
     decoded = decode_frames(read_file_bytes(bin_path))

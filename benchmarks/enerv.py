@@ -1,7 +1,7 @@
 """E-NeRV as a codec of the benchmark: a preset's curve of codec settings, encoded by compress_frames.
 
 A point is a short label and a mapping of overrides of the preset's ``codec`` section
-(today bits and pruning). Points of a curve differ only there, so they share one fit: the
+(the quality knob, a bit depth, pruning). Points of a curve differ only there, so they share one fit: the
 first point to run fits and stores the network in the fit cache, the others take it from
 there and run only their fine-tunes, quantization and coding; each still counts the fit's
 time in its encode time, as shared work.
@@ -47,8 +47,16 @@ class Knob:
     token: Callable[[Any], str]  # its part of the point's file name: 'b6', 'p20'
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """'-' stands for None (no rate term, no bit depth)."""
+    return lambda text: None if text.strip() == "-" else parse(text)
+
+
 KNOBS = (
-    Knob("bits", "bits", "--bits", int, lambda v: f"{v}b", lambda v: f"b{v}"),
+    Knob("quality", "quality", "--quality", _optional(float), lambda v: "" if v is None else f"q{v:g}",
+         lambda v: "" if v is None else f"q{v:g}"),
+    Knob("bits", "bits", "--bits", _optional(int), lambda v: "" if v is None else f"{v}b",
+         lambda v: "" if v is None else f"b{v}"),
     Knob("prune", "prune_ratio", "--prune", float, lambda v: f"{v:.0%}", lambda v: f"p{round(v * 100):02d}"),
 )
 
@@ -64,23 +72,37 @@ class ENeRVPoint:
 
 
 def make_point(values: tuple[Any, ...]) -> ENeRVPoint:
-    """The point that sets each knob of KNOBS to its value."""
+    """The point that sets each knob of KNOBS to its value.
+
+    Its label and file token leave out what is not set, and a quality point's zero pruning
+    ('q50'; '6b/20%' and 'b6-p20' without a quality, as before the quality knob existed).
+    """
+    shown = [(k, v) for k, v in zip(KNOBS, values)
+             if not (k.field == "prune_ratio" and v == 0 and values[0] is not None)]
     return ENeRVPoint(settings=tuple((k.field, v) for k, v in zip(KNOBS, values)),
-                      label="/".join(k.label(v) for k, v in zip(KNOBS, values)),
-                      token="-".join(k.token(v) for k, v in zip(KNOBS, values)),
-                      knob_value=",".join(f"{v:g}" for v in values))
+                      label="/".join(p for p in (k.label(v) for k, v in shown) if p),
+                      token="-".join(p for p in (k.token(v) for k, v in shown) if p),
+                      knob_value=",".join("-" if v is None else f"{v:g}" for v in values))
+
+
+POINT_SPEC = "QUALITY, BITS:PRUNE (no rate term) or QUALITY:BITS:PRUNE ('-' for none)"
 
 
 def parse_point(text: str) -> ENeRVPoint:
-    """'6:0.2' -> bits 6, pruning 0.2; the values are checked as the codec config checks them."""
+    """'50' -> quality 50 (unbounded alphabet, no pruning); '6:0.2' -> 6 bits, 20 % pruned, no rate term
+    (the quantizer of earlier versions); '50:6:0.2' -> all three. Checked as the codec config checks them."""
     parts = text.split(":")
-    spec = ":".join(k.name.upper() for k in KNOBS)
+    if len(parts) == 1:
+        parts = [parts[0], "-", "0"]
+    elif len(parts) == 2:
+        parts = ["-", *parts]
+    error = f"--enerv-points: bad point {text!r}; expected {POINT_SPEC}, e.g. 50, 6:0.2 or 50:-:0"
     if len(parts) != len(KNOBS):
-        raise InputError(f"--enerv-points: bad point {text!r}; expected {spec}, e.g. 6:0.2")
+        raise InputError(error)
     try:
         values = tuple(k.parse(p) for k, p in zip(KNOBS, parts))
     except ValueError:
-        raise InputError(f"--enerv-points: bad point {text!r}; expected {spec}, e.g. 6:0.2") from None
+        raise InputError(error) from None
     point = make_point(values)
     try:
         with_codec_settings(CodecPreset("check"), dict(point.settings))
@@ -94,12 +116,14 @@ class ENeRVDetails:
     """The columns of an E-NeRV row beyond the common ones."""
 
     preset: str
-    bits: int
+    quality: float | None
+    bits: int | None
     prune_ratio: float
     epochs: int
     prune_epochs: int
+    rd_epochs: int
     qat_epochs: int
-    epochs_requested: str  # before the budget: 'fit+prune+qat'
+    epochs_requested: str  # before the budget: 'fit+prune+rd+qat'
     budget_seconds: float | None
     estimated_seconds: float  # the budget's estimate for the epochs run (NaN without a budget)
     parameters: int
@@ -176,9 +200,9 @@ class ENeRV(Codec):
             with contextlib.suppress(OSError, ValueError):
                 saved = json.loads(plan_file.read_text())
         if isinstance(saved, dict) and saved.get("key") == plan_key:
-            fit, pe, qe = saved["epochs"]
+            fit, pe, rd, qe = saved["epochs"]
             preset = override(requested, fit=override(requested.fit, epochs=fit),
-                              codec=override(requested.codec, prune_epochs=pe, qat_epochs=qe))
+                              codec=override(requested.codec, prune_epochs=pe, rd_epochs=rd, qat_epochs=qe))
             estimate, resume = saved.get("estimated_seconds") or math.nan, True
         else:
             checkpoint.unlink(missing_ok=True)
@@ -209,10 +233,11 @@ class ENeRV(Codec):
         checkpoint.unlink(missing_ok=True)
         plan_file.unlink(missing_ok=True)
 
-        fit, pe, qe = epochs_of(preset)
+        fit, pe, rd, qe = epochs_of(preset)
         details = ENeRVDetails(
-            preset=preset.name, bits=preset.codec.bits, prune_ratio=preset.codec.prune_ratio, epochs=fit,
-            prune_epochs=pe, qat_epochs=qe, epochs_requested="+".join(str(e) for e in epochs_of(requested)),
+            preset=preset.name, quality=preset.codec.quality, bits=preset.codec.bits,
+            prune_ratio=preset.codec.prune_ratio, epochs=fit,
+            prune_epochs=pe, rd_epochs=rd, qat_epochs=qe, epochs_requested="+".join(str(e) for e in epochs_of(requested)),
             budget_seconds=self.budget_seconds or None, estimated_seconds=estimate, parameters=result.parameters,
             fit_seconds=result.fit_seconds, fit_reused=result.fit_reused, fit_key=result.fit_key, resumed=resume,
             device=result.device)
@@ -221,11 +246,13 @@ class ENeRV(Codec):
 
     def command(self, clip: SourceClip, preset: CodecPreset, target: Path) -> str:
         """The enerv-compress command line that runs exactly this configuration."""
-        fit, pe, qe = epochs_of(preset)
+        fit, pe, rd, qe = epochs_of(preset)
         words = ["enerv-compress", str(clip.path), "-o", str(target), "--preset", preset.name,
-                 "--epochs", str(fit), "--prune-epochs", str(pe), "--qat-epochs", str(qe)]
+                 "--epochs", str(fit), "--prune-epochs", str(pe), "--rd-epochs", str(rd), "--qat-epochs", str(qe)]
         for knob in KNOBS:
-            words += [knob.flag, f"{getattr(preset.codec, knob.field):g}"]
+            value = getattr(preset.codec, knob.field)
+            if value is not None:
+                words += [knob.flag, f"{value:g}"]
         return shlex.join([*words, "--device", self.device, *clip.read_args])
 
     def decode(self, path: Path, width: int, height: int) -> np.ndarray:

@@ -86,8 +86,8 @@ def caption(results: pd.DataFrame) -> str:
     e = results[results["codec"] == "enerv"]
     if not e.empty:
         low, high = int(e["epochs"].min()), int(e["epochs"].max())
-        parts.append(f"E-NeRV: presets {', '.join(_distinct(e['setting']))}, points labelled bits/pruned "
-                     f"fraction, {low if low == high else f'{low}-{high}'} fitting epochs on "
+        parts.append(f"E-NeRV: presets {', '.join(_distinct(e['setting']))}, points labelled by quality "
+                     f"(q), bit depth (b) and pruned fraction, {low if low == high else f'{low}-{high}'} fitting epochs on "
                      f"{', '.join(_distinct(e['device']))}.")
     parts.append("Rate: whole files (container included for every codec). Quality: 8-bit RGB decoded from each "
                  "codec's own file against the RGB source.")
@@ -217,7 +217,7 @@ makes the same file. {budget_note(results)}
 
 {tables.enerv_points_table(results)}
 
-Points of a curve that differ only in codec settings (bits, pruning) fit the same network to the same
+Points of a curve that differ only in codec settings (quality, bits, pruning) fit the same network to the same
 frames, so they share one fit: the first to run fits it and stores it under `fits/`, the others load it
 and run only their own fine-tunes, quantization and coding. Each point's **encode s** counts the whole
 encode: **fit s**, the shared fit's time, measured once when it ran ("(shared)": taken from the fit

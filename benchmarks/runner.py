@@ -56,9 +56,9 @@ def dry_run(plan: Plan, cache: PointCache) -> int:
         todo += not cached
         detail = ""
         if isinstance(job.codec, ENeRV):
-            fit, pe, qe = epochs_of(job.codec.point_preset(job.point))
+            fit, pe, rd, qe = epochs_of(job.codec.point_preset(job.point))
             budget = plan.settings.budget_seconds
-            detail = f" ({fit}+{pe}+{qe} epochs" + (f", budget {budget:g} s" if budget else "") + ")"
+            detail = f" ({fit}+{pe}+{rd}+{qe} epochs" + (f", budget {budget:g} s" if budget else "") + ")"
         print(f"[{i}/{len(plan.jobs)}] {job.video.name} {curve_label(job.codec.name, job.codec.setting())} "
               f"{job.point.label}{detail}: {'cached' if cached else 'would run'}")
     print(f"{todo} to run, {len(plan.jobs) - todo} cached")

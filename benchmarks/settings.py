@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.bd import BD_METHODS
-from benchmarks.enerv import KNOBS, ENeRVPoint, parse_point
+from benchmarks.enerv import POINT_SPEC, ENeRVPoint, parse_point
 from pipeline.cli_common import OneLineErrorParser
 from pipeline.config import CodecPreset, load_preset, preset_names
 from pipeline.errors import InputError
@@ -82,8 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("E-NeRV points")
     g.add_argument("--enerv-presets", help="comma-separated presets of cfgs/, one curve each "
                                            "(default: enerv-cpu-s with --quick, else enerv-cpu-s,-m,-l)")
-    spec = ":".join(k.name.upper() for k in KNOBS)
-    g.add_argument("--enerv-points", help=f"comma-separated {spec} settings, the points of every preset's curve; "
+    g.add_argument("--enerv-points", help=f"comma-separated points, each {POINT_SPEC}: the points of every preset's curve; "
                                           "they share one fit per preset and video "
                                           f"(default: {QUICK['enerv_points']} with --quick, "
                                           f"else {FULL['enerv_points']})")

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from compress.fit import Clip, training_step
-from compress.quantize import quantize_network
+from compress.quantize import LearnedQuantizer, quantize_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
 from pipeline.cli_common import OneLineErrorParser, run_command
 from pipeline.config import load_config, load_preset
@@ -61,7 +61,7 @@ def machine_description() -> dict:
 
 def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> dict:
     T, H, W = frames.shape[:3]
-    network = resolve_network(preset.network, W, H)
+    network = resolve_network(preset.network, W, H, T)
     torch.manual_seed(0)
     model = build_network(network).to(device)
     clip = Clip.from_numpy(frames, device)
@@ -88,7 +88,7 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
 
     render_s = _median_seconds(render, device, repeats)
 
-    coded = quantize_network(model, preset.codec.bits, {}, num_frames=T)
+    coded = quantize_network(model, LearnedQuantizer(params, bits=preset.codec.bits))
     data, _ = write_bitstream(StreamHeader(network, W, H, T, 24.0), coded)
     symbols = sum(c.symbols.size for c in coded)
     decode_s = _median_seconds(lambda: read_bitstream(data), torch.device("cpu"), max(3, repeats // 2), warmup=1)

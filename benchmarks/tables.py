@@ -83,14 +83,15 @@ def enerv_points_table(results: pd.DataFrame) -> str:
     resumed, reused = flag_column(e["resumed"]), flag_column(e["fit_reused"])
     rows = []
     for _, p in e.sort_values(["video", "setting", "bpp"]).iterrows():
-        epochs = f"{int(p['epochs'])} + {int(p['prune_epochs'])} + {int(p['qat_epochs'])}"
+        rd = p["rd_epochs"] if "rd_epochs" in p and pd.notna(p["rd_epochs"]) else 0  # results of earlier versions
+        epochs = f"{int(p['epochs'])} + {int(p['prune_epochs'])} + {int(rd)} + {int(p['qat_epochs'])}"
         rows.append([p["video"], p["setting"], p["point"], epochs, f"{int(p['parameters']):,}", f"{int(p['bytes']):,}",
                      f"{p['bpp']:.4f}", f"{p['psnr_rgb']:.2f}", f"{p['psnr_yuv']:.2f}", fmt(p["ms_ssim"], ".4f"),
                      fmt(p["fit_seconds"], ".1f") + (" (shared)" if reused[p.name] else ""),
                      fmt(p["own_encode_seconds"], ".1f"),
                      f"{p['encode_seconds']:.1f}" + (" (resumed)" if resumed[p.name] else ""),
                      f"{p['decode_seconds']:.2f}", p["device"]])
-    table = markdown_table(["video", "preset", "point (bits/pruned)", "epochs (fit + prune + QAT)", "parameters",
+    table = markdown_table(["video", "preset", "point", "epochs (fit + prune + RD + rounding)", "parameters",
                             "bytes", "bpp", "PSNR-RGB", "PSNR-YUV", "MS-SSIM", "fit s", "own s", "encode s",
                             "decode s", "device"], rows,
                            ["---", "---", "---", "---:", "---:", "---:", "---:", "---:", "---:", "---:", "---:",

@@ -163,9 +163,10 @@ def training_step(
 
     ``params`` are the model's named parameters; ``transform`` maps them to the weights of the
     forward pass and may add a penalty to the loss. The learning rate is the caller's (it sets
-    the schedule on ``optimizer``). Nothing here waits for the device: a non-finite loss is
-    found by the caller at the end of the epoch. Fitting, every fine-tune and
-    ``benchmarks/speed.py`` run this step.
+    the schedule on ``optimizer``). On a CPU a non-finite loss returns None, having changed
+    nothing; on a GPU the step does not wait for the device to find out (a host sync per step
+    costs time there), and the caller finds a non-finite loss at the end of the epoch and goes
+    back to its best state. Fitting, every fine-tune and ``benchmarks/speed.py`` run this step.
     """
     target = clip.batch(indices)
     penalty = None
@@ -176,6 +177,8 @@ def training_step(
     loss = reconstruction_loss(pred, target, fit.l1_weight, fit.ssim_weight, fit.mse_weight)
     if penalty is not None:
         loss = loss + penalty
+    if loss.device.type == "cpu" and not torch.isfinite(loss):
+        return None
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -313,7 +316,11 @@ def train(
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
                 idx = order[i * fit.batch_size : (i + 1) * fit.batch_size]
-                sums += torch.stack(training_step(model, params, optimizer, clip, idx, fit, transform))
+                step_loss = training_step(model, params, optimizer, clip, idx, fit, transform)
+                if step_loss is None:
+                    sums[0] = math.nan
+                    break
+                sums += torch.stack(step_loss)
             loss_sum, mse_sum, penalty_sum = (float(v) for v in sums.cpu())
             mean_loss = loss_sum / steps_per_epoch
             if not math.isfinite(mean_loss) or (math.isfinite(best_loss) and mean_loss > EXPLODED * best_loss):

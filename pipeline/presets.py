@@ -7,7 +7,7 @@ the fitting epochs; a benchmark point applies its codec settings over a preset.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 from pipeline.config import CodecConfig, CodecPreset, override
@@ -30,9 +30,12 @@ def with_fit_epochs(preset: CodecPreset, epochs: int | None) -> CodecPreset:
 
 
 def with_codec_settings(preset: CodecPreset, settings: Mapping[str, Any]) -> CodecPreset:
-    """The preset with some fields of its ``codec`` section replaced (validated by CodecConfig)."""
+    """The preset with some fields of its ``codec`` section replaced (validated by CodecConfig).
+
+    Unlike :func:`pipeline.config.override`, a value of None is set (no rate term, no bit depth).
+    """
     known = {f.name for f in fields(CodecConfig)}
     unknown = sorted(set(settings) - known)
     if unknown:
         raise InputError(f"unknown codec setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-    return override(preset, codec=override(preset.codec, **settings))
+    return override(preset, codec=replace(preset.codec, **settings))

@@ -232,15 +232,17 @@ def _point_preset(name: str, point: str, epochs: int | None):
 
 def test_the_budget_scales_every_epoch_count_down_by_one_factor():
     preset = _point_preset("enerv-cpu-s", "6:0.2", epochs=None)
-    fit, pe, qe = epochs_of(preset)
+    fit, pe, rd, qe = epochs_of(preset)
     same, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=1000)
-    assert same is preset and estimate == fit + pe + qe
-    scaled, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=(fit + pe + qe) / 2)
-    assert epochs_of(scaled) == (fit // 2, pe // 2, qe // 2)
-    assert estimate <= (fit + pe + qe) / 2
+    assert same is preset and estimate == fit + pe + rd + qe
+    scaled, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=(fit + pe + rd + qe) / 2)
+    assert epochs_of(scaled) == (fit // 2, pe // 2, rd // 2, qe // 2)
+    assert estimate <= (fit + pe + rd + qe) / 2
     assert scaled.network == preset.network and scaled.codec.bits == 6
-    unpruned = _point_preset("enerv-cpu-s", "8:0", epochs=60)
-    assert epochs_of(unpruned) == (60, 0, round(load_preset("enerv-cpu-s").codec.qat_epochs / 2))
+    unpruned = _point_preset("enerv-cpu-s", "8:0", epochs=60)  # no rate term: no rate-distortion fine-tune
+    assert epochs_of(unpruned) == (60, 0, 0, round(load_preset("enerv-cpu-s").codec.qat_epochs / 2))
+    with_rate = _point_preset("enerv-cpu-s", "40", epochs=None)
+    assert epochs_of(with_rate)[2] == load_preset("enerv-cpu-s").codec.rd_epochs > 0
 
 
 def test_several_videos_get_per_video_and_averaged_bd_rates(tmp_path):
@@ -364,11 +366,18 @@ def test_a_budget_gives_every_point_of_a_curve_the_same_fitting_epochs():
 
 
 def test_points_are_labelled_codec_settings():
+    # BITS:PRUNE is the quantizer of earlier versions: a bit depth and no rate term.
     point = parse_point("6:0.2")
-    assert dict(point.settings) == {"bits": 6, "prune_ratio": 0.2}
-    assert (point.label, point.token, point.knob_value) == ("6b/20%", "b6-p20", "6,0.2")
+    assert dict(point.settings) == {"quality": None, "bits": 6, "prune_ratio": 0.2}
+    assert (point.label, point.token, point.knob_value) == ("6b/20%", "b6-p20", "-,6,0.2")
     preset = _point_preset("test-tiny", "5:0", epochs=None)
     assert (preset.codec.bits, preset.codec.prune_ratio, preset.codec.prune_epochs) == (5, 0.0, 0)
-    for bad in ("6", "6:0.2:1", "x:0.2", "1:0.2", "17:0", "6:1.0", "6:-0.1"):
+    assert preset.codec.quality is None
+    # QUALITY alone: the rate knob, an alphabet as wide as the steps need, no pruning.
+    point = parse_point("45")
+    assert dict(point.settings) == {"quality": 45.0, "bits": None, "prune_ratio": 0.0}
+    assert (point.label, point.token, point.knob_value) == ("q45", "q45", "45,-,0")
+    assert parse_point("45:6:0.2").label == "q45/6b/20%"
+    for bad in ("6:0.2:1", "x:0.2", "1:0.2", "17:0", "6:1.0", "6:-0.1", "101", "-5", "q", "50:8:0.2:1", ""):
         with pytest.raises(InputError, match="--enerv-points"):
             parse_point(bad)
