@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,9 @@ def _compress_parser() -> argparse.ArgumentParser:
                         "higher quality; 20 points = 10x the weight of the rate in training")
     p.add_argument("--bits", type=int, help="bound the symbols to a BITS-bit alphabet (2..16), steps from each "
                                             "tensor's peak; without --quality, no rate term")
+    p.add_argument("--time-budget", type=float, metavar="SECONDS",
+                   help="fit the whole encode into this many seconds: the epochs are planned from steps timed on "
+                        "this device, and each stage stops at its deadline")
     p.add_argument("--epochs", type=non_negative_int, help="fitting epochs (fine-tune epochs scale along)")
     p.add_argument("--rd-epochs", type=non_negative_int,
                    help="fine-tuning epochs with quantization noise and the rate term")
@@ -77,17 +81,21 @@ def _compress(argv: Sequence[str] | None) -> int:
     args = _compress_parser().parse_args(argv)
     from compress.encode import compress_video
     from compress.fit import FitInterrupted
+    from pipeline.errors import InputError
     from pipeline.files import check_output_path, write_atomically
     from pipeline.video_io import parse_frame_range, parse_size
 
     preset = build_preset(args)
+    if args.time_budget is not None and not (args.time_budget > 0 and math.isfinite(args.time_budget)):
+        raise InputError(f"--time-budget must be a positive number of seconds, got {args.time_budget:g}")
     frame_range = parse_frame_range(args.frames) if args.frames else None
     size = parse_size(args.size) if args.size else None
     if args.json:
         check_output_path(Path(args.json), [Path(args.input), Path(args.output)])
     try:
         result = compress_video(args.input, args.output, preset, frame_range=frame_range, size=size,
-                                device=args.device, resume=args.resume, progress=not args.quiet)
+                                device=args.device, resume=args.resume, progress=not args.quiet,
+                                time_budget=args.time_budget)
     except FitInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -103,7 +111,9 @@ def _compress(argv: Sequence[str] | None) -> int:
           f"{', '.join(coding)})")
     print(f"quality of the decoded frames: PSNR {result.psnr:.2f} dB, MS-SSIM {ms} "
           f"(fitted before pruning/quantization: {result.fit_psnr:.2f} dB)")
-    print(f"time: {stages}; total {result.seconds:.1f} s on {result.device}")
+    budget = f" (budget {result.time_budget:g} s)" if result.time_budget is not None else ""
+    print(f"time: {stages}; total {result.seconds:.1f} s on {result.device}{budget}; "
+          f"epochs {'+'.join(str(e) for e in result.epochs)} (fit+prune+rd+rounding)")
     if args.json:
         write_atomically(Path(args.json), (json.dumps(result.to_json(), indent=2) + "\n").encode())
     return EXIT_OK

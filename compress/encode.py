@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -20,8 +21,9 @@ import torch
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
 from compress.quantize import NOISE, ROUND, STEP_LR, LearnedQuantizer, quantize_network, quantized_weights
-from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
-from pipeline.config import CodecPreset, lambda_for_quality, section_to_dict
+from compress.plan import estimate_seconds, lay_over_budget, measure_step_seconds, plan_lines
+from pipeline.bitstream import CodedTensor, SegmentSpan, StreamHeader, read_bitstream, write_bitstream
+from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality, override, section_to_dict
 from pipeline.errors import InputError
 from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
@@ -72,6 +74,10 @@ class CompressResult:
     # (payload and masks, without the header and symbol tables): how well training saw the rate.
     estimated_weight_bytes: float = 0.0
     coded_weight_bytes: int = 0
+    epochs: list[int] = field(default_factory=list)  # fit, prune, rate-distortion, rounding: as run
+    estimated_seconds: float = 0.0  # the plan's estimate, from steps timed before fitting
+    time_budget: float | None = None
+    segments: int = 1
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -167,6 +173,180 @@ def _checked_frames(frames: np.ndarray, fps: float) -> np.ndarray:
     return frames
 
 
+def _planned_epochs(checkpoint: Path | None) -> tuple[int, ...] | None:
+    """The epochs a resumable run planned for its time budget, from its checkpoint's tag."""
+    if checkpoint is None or not checkpoint.exists():
+        return None
+    with contextlib.suppress(Exception):
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        epochs = (state.get("tag") or {}).get("epochs")
+        if isinstance(epochs, list) and len(epochs) == 4 and all(isinstance(e, int) and e >= 0 for e in epochs):
+            return tuple(epochs)
+    return None
+
+
+def _with_epochs(preset: CodecPreset, epochs: tuple[int, ...]) -> CodecPreset:
+    fit, prune, rd, qat = epochs
+    return override(preset, fit=override(preset.fit, epochs=fit),
+                    codec=override(preset.codec, prune_epochs=prune, rd_epochs=rd, qat_epochs=qat))
+
+
+def _epochs(preset: CodecPreset) -> tuple[int, int, int, int]:
+    return preset.fit.epochs, preset.codec.prune_epochs, preset.codec.rd_epochs, preset.codec.qat_epochs
+
+
+def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, state: dict | None, cache_file: Path | None,
+               fingerprint: str, tag: dict, checkpoint: Path | None, progress: bool,
+               deadline: float | None) -> tuple[list[dict], float, bool]:
+    """Fits ``model`` (or takes the fit from a checkpoint or the fit cache): (history, seconds, reused)."""
+    dev = clip.frames.device
+    if state is not None and state.get("stage") == "fitted":
+        model.load_state_dict(state["model"])
+        return state["history"], float(state.get("fit_seconds", 0.0)), bool(state.get("fit_reused", False))
+    if (cache_file is not None and (cached := _load_cached_fit(cache_file, fingerprint, dev)) is not None
+            and _load_weights(model, cached["model"])):
+        history, seconds, reused = cached["history"], cached["seconds"], True
+        if progress:
+            print(f"fitted network taken from {cache_file} (the fit took {seconds:.1f} s)", file=sys.stderr)
+    else:
+        started = time.perf_counter()
+        result = fit_network(model, clip, preset.fit, progress=progress, checkpoint=checkpoint, checkpoint_tag=tag,
+                             resume_state=state, deadline=deadline)
+        history, seconds, reused = result.history, time.perf_counter() - started, False
+        if cache_file is not None and deadline is None:  # a fit cut short by a deadline is no one else's fit
+            _store_fit(cache_file, fingerprint, dev, model, history, seconds)
+    if checkpoint is not None:
+        save_checkpoint(checkpoint, {"tag": tag, "stage": "fitted", "model": model.state_dict(), "history": history,
+                                     "fit_seconds": seconds, "fit_reused": reused})
+    return history, seconds, reused
+
+
+def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, masks: dict, *, progress: bool,
+                    deadline: float | None) -> tuple[LearnedQuantizer, float]:
+    """Fine-tunes ``model`` on the file's grid with the rate term; returns the quantizer and lambda."""
+    codec, dev = preset.codec, clip.frames.device
+    pixels = clip.num_frames * clip.height * clip.width
+    quantizer = LearnedQuantizer(dict(model.named_parameters()), masks, bits=codec.bits,
+                                 learn_steps=codec.learn_steps).to(dev)
+    lam = lambda_for_quality(codec.quality) if codec.quality is not None else 0.0
+    phases = [(NOISE, codec.rd_epochs if lam else 0, "rate-distortion fine-tune"),
+              (ROUND, codec.qat_epochs, "quantization fine-tune")]
+    for mode, epochs, desc in phases:
+        if epochs:
+            train(model, clip, preset.fit, epochs=epochs, lr=codec.finetune_lr,
+                  transform=quantized_weights(quantizer, mode, lam, pixels), companion=quantizer,
+                  companion_lr=STEP_LR, desc=desc, progress=progress, deadline=deadline)
+    return quantizer, lam
+
+
+@dataclass
+class SegmentEncoding:
+    """One segment encoded: its network's coded tensors and what happened on the way."""
+
+    span: SegmentSpan
+    coded: list[CodedTensor]
+    parameters: int
+    fit_psnr: float
+    fit_history: list[dict]
+    fit_seconds: float
+    fit_reused: bool
+    fit_key: str
+    rate_lambda: float
+    estimated_bits: float
+    epochs: tuple[int, int, int, int]
+    estimated_seconds: float
+    stage_seconds: dict[str, float]
+
+
+def segment_seed(seed: int, index: int) -> int:
+    """The seed of segment ``index``: the preset's own for the first (so that a one-segment file is
+    what it always was), and a different one for each other, whatever process encodes it."""
+    return seed if index == 0 else seed + 1_000_003 * index
+
+
+def encode_segment(
+    frames: np.ndarray,
+    preset: CodecPreset,
+    network: NetworkConfig,
+    span: SegmentSpan,
+    *,
+    index: int = 0,
+    device: torch.device,
+    progress: bool = True,
+    fit_cache: Path | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    source_id: str = "",
+    time_budget: float | None = None,
+) -> SegmentEncoding:
+    """Fits, prunes and quantizes one network to ``frames`` (the segment ``span`` of a video).
+
+    ``network`` is resolved for the video's size and the nominal segment length, the same for
+    every segment. See :func:`compress_frames` for the other arguments.
+    """
+    started = time.perf_counter()
+    T, H, W = frames.shape[:3]
+    timer = StageTimer()
+    torch.manual_seed(segment_seed(preset.fit.seed, index))
+    model = build_network(network).to(device)
+    clip = Clip.from_numpy(frames, device)
+
+    with timer.stage("plan"):
+        steps = measure_step_seconds(model, clip, preset)
+        planned = _planned_epochs(checkpoint) if resume and time_budget is not None else None
+        if planned is not None:
+            preset = _with_epochs(preset, planned)
+        elif time_budget is not None:
+            preset = lay_over_budget(preset, steps, T, time_budget)
+        estimate = estimate_seconds(preset, steps, T)
+    if progress:
+        for line in plan_lines(preset, count_parameters(model), T, W, H, device, steps, estimate, time_budget):
+            print(line, file=sys.stderr)
+    deadline = fit_deadline = None
+    if time_budget is not None:  # the fit's share of the budget, by the planned epochs
+        deadline = started + time_budget
+        fit_epoch, _ = steps.epoch_seconds(preset, T)
+        fit_deadline = started + time_budget * fit_epoch * preset.fit.epochs / max(estimate, 1e-9)
+
+    fingerprint = _run_fingerprint(preset, source_id, frames)
+    tag = {"fingerprint": fingerprint, "epochs": list(_epochs(preset))}
+    state = _load_checkpoint(checkpoint, fingerprint) if resume else None
+    cache_file = _fit_cache_file(fit_cache, fingerprint, device) if fit_cache is not None else None
+    with timer.stage("fit"):
+        fit_history, fit_seconds, fit_reused = _fit_stage(
+            model, clip, preset, state=state, cache_file=cache_file, fingerprint=fingerprint, tag=tag,
+            checkpoint=checkpoint, progress=progress, deadline=fit_deadline)
+    with timer.stage("evaluate-fit"):
+        fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
+
+    codec = preset.codec
+    with timer.stage("prune"), _resumable_from(checkpoint):
+        masks = prune_by_magnitude(model, codec.prune_ratio)
+        if masks:
+            apply_masks(model, masks)
+            if codec.prune_epochs:
+                train(model, clip, preset.fit, epochs=codec.prune_epochs, lr=codec.finetune_lr,
+                      transform=masked_weights(masks), desc="prune fine-tune", progress=progress, deadline=deadline)
+                apply_masks(model, masks)
+
+    with timer.stage("quantize"), _resumable_from(checkpoint):
+        quantizer, lam = _quantize_stage(model, clip, preset, masks, progress=progress, deadline=deadline)
+        coded = quantize_network(model, quantizer)
+        estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
+    return SegmentEncoding(span, coded, count_parameters(model), fit_psnr, fit_history, fit_seconds, fit_reused,
+                           fingerprint[:16], lam, estimated_bits, _epochs(preset), estimate,
+                           dict(timer.seconds))
+
+
+def segment_spans(num_frames: int, segment_frames: int | None) -> list[SegmentSpan]:
+    """Consecutive segments of ``segment_frames`` frames (the last one shorter); one without a length."""
+    if segment_frames is None or segment_frames >= num_frames:
+        return [SegmentSpan(0, num_frames)]
+    if segment_frames < 1:
+        raise InputError(f"a segment needs at least one frame, got {segment_frames}")
+    return [SegmentSpan(first, min(segment_frames, num_frames - first)) for first in range(0, num_frames, segment_frames)]
+
+
 def compress_frames(
     frames: np.ndarray,
     fps: float,
@@ -178,6 +358,8 @@ def compress_frames(
     checkpoint: Path | None = None,
     resume: bool = False,
     source_id: str = "",
+    time_budget: float | None = None,
+    segment_frames: int | None = None,
 ) -> tuple[bytes, CompressResult]:
     """Compresses uint8 RGB frames [T,H,W,3] and returns the bitstream's bytes and the measured result.
 
@@ -192,120 +374,100 @@ def compress_frames(
     the frames) and the device; a fit found there is not run again (``fit_reused``), and a
     fit that runs is stored there. Calls that differ only in the ``codec`` section thus share
     one fit. ``source_id`` names the source, so that neither a checkpoint nor a cached fit is
-    taken for another source's.
+    taken for another source's. ``time_budget`` (seconds): every epoch count is scaled so that
+    the whole encode fits in it, from steps timed on this device, and each stage stops at the
+    last epoch boundary before its deadline. ``segment_frames``: cut the clip into segments of
+    that many frames, each its own network (None: one segment).
     """
+    started = time.perf_counter()
     frames = _checked_frames(frames, fps)
     if resume:
         _require_checkpoint(checkpoint)
+    if time_budget is not None and not (time_budget > 0 and np.isfinite(time_budget)):
+        raise InputError(f"the time budget must be a positive number of seconds, got {time_budget!r}")
     T, H, W = frames.shape[:3]
-    network = resolve_network(preset.network, W, H, T)
-    timer = StageTimer()
+    spans = segment_spans(T, segment_frames)
+    if len(spans) > 1 and checkpoint is not None:
+        raise ValueError("checkpoints are kept per segment by compress_video; compress_frames takes none with segments")
+    network = resolve_network(preset.network, W, H, spans[0].count)
     dev = resolve_device(device)
-    fingerprint = _run_fingerprint(preset, source_id, frames)
-    tag = {"fingerprint": fingerprint}
-    state = _load_checkpoint(checkpoint, fingerprint) if resume else None
-    cache_file = _fit_cache_file(fit_cache, fingerprint, dev) if fit_cache is not None else None
-
-    torch.manual_seed(preset.fit.seed)
-    model = build_network(network).to(dev)
-    clip = Clip.from_numpy(frames, dev)
-    fit_reused = False
-    with timer.stage("fit"):
-        if state is not None and state.get("stage") == "fitted":
-            model.load_state_dict(state["model"])
-            fit_history, fit_seconds = state["history"], float(state.get("fit_seconds", 0.0))
-            fit_reused = bool(state.get("fit_reused", False))
-        elif (cache_file is not None and (cached := _load_cached_fit(cache_file, fingerprint, dev)) is not None
-              and _load_weights(model, cached["model"])):
-            fit_history, fit_seconds, fit_reused = cached["history"], cached["seconds"], True
-            if progress:
-                print(f"fitted network of {count_parameters(model):,} parameters taken from {cache_file} "
-                      f"(the fit took {fit_seconds:.1f} s)", file=sys.stderr)
-        else:
-            if progress:
-                print(f"fitting {count_parameters(model):,} parameters to {T} frames of {W}x{H} on {dev.type} "
-                      f"({preset.fit.epochs} epochs)", file=sys.stderr)
-            started = time.perf_counter()
-            result = fit_network(model, clip, preset.fit, progress=progress, checkpoint=checkpoint,
-                                 checkpoint_tag=tag, resume_state=state)
-            fit_history, fit_seconds = result.history, time.perf_counter() - started
-            if cache_file is not None:
-                _store_fit(cache_file, fingerprint, dev, model, fit_history, fit_seconds)
-        if checkpoint is not None and (state is None or state.get("stage") != "fitted"):
-            save_checkpoint(checkpoint, {"tag": tag, "stage": "fitted", "model": model.state_dict(),
-                                         "history": fit_history, "fit_seconds": fit_seconds,
-                                         "fit_reused": fit_reused})
-    with timer.stage("evaluate-fit"):
-        fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
-
+    segments = []
+    for index, span in enumerate(spans):
+        left = None if time_budget is None else time_budget * span.count / T
+        segments.append(encode_segment(
+            frames[span.first : span.stop], preset, network, span, index=index, device=dev, progress=progress,
+            fit_cache=fit_cache, checkpoint=checkpoint, resume=resume, source_id=source_id, time_budget=left))
+    data, result = assemble(segments, network, W, H, T, fps, frames, dev)
     codec = preset.codec
-    with timer.stage("prune"), _resumable_from(checkpoint):
-        masks = prune_by_magnitude(model, codec.prune_ratio)
-        if masks:
-            apply_masks(model, masks)
-            if codec.prune_epochs:
-                train(model, clip, preset.fit, epochs=codec.prune_epochs, lr=codec.finetune_lr,
-                      transform=masked_weights(masks), desc="prune fine-tune", progress=progress)
-                apply_masks(model, masks)
+    return data, replace(result, preset=preset.name, quality=codec.quality, bits=codec.bits,
+                         prune_ratio=codec.prune_ratio, seconds=time.perf_counter() - started, time_budget=time_budget)
 
-    with timer.stage("quantize"), _resumable_from(checkpoint):
-        quantizer = LearnedQuantizer(dict(model.named_parameters()), masks, bits=codec.bits,
-                                     learn_steps=codec.learn_steps).to(dev)
-        lam = lambda_for_quality(codec.quality) if codec.quality is not None else 0.0
-        if codec.rd_epochs and lam:
-            train(model, clip, preset.fit, epochs=codec.rd_epochs, lr=codec.finetune_lr,
-                  transform=quantized_weights(quantizer, NOISE, lam, T * H * W), companion=quantizer,
-                  companion_lr=STEP_LR, desc="rate-distortion fine-tune", progress=progress)
-        if codec.qat_epochs:
-            train(model, clip, preset.fit, epochs=codec.qat_epochs, lr=codec.finetune_lr,
-                  transform=quantized_weights(quantizer, ROUND, lam, T * H * W), companion=quantizer,
-                  companion_lr=STEP_LR, desc="quantization fine-tune", progress=progress)
-        coded = quantize_network(model, quantizer)
-        estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
 
+def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int, height: int, num_frames: int,
+             fps: float, frames: np.ndarray, device: torch.device) -> tuple[bytes, CompressResult]:
+    """The file of encoded segments, checked against the encoder's symbols and measured on the
+    frames decoded from its own bytes (``frames``: the source, or None not to measure)."""
+    timer = StageTimer()
     with timer.stage("entropy-code"):
-        header = StreamHeader(network, W, H, T, fps, ENCODER_NAME)
-        data, split = write_bitstream(header, coded)
+        header = StreamHeader(network, width, height, num_frames, fps, ENCODER_NAME)
+        if len(segments) == 1:
+            data, split = write_bitstream(header, segments[0].coded)
+        else:
+            data, split = write_bitstream(header, [s.coded for s in segments], [s.span for s in segments])
         # Check our own output: the decoder's weights must be the encoder's, bit for bit.
         parsed = read_bitstream(data)
-        for ours, theirs in zip(coded, parsed.tensors):
-            if not (np.array_equal(ours.symbols, theirs.symbols) and np.array_equal(ours.params.scales, theirs.params.scales)):
-                raise RuntimeError("the bitstream does not decode to the encoder's weights")
-
-    with timer.stage("evaluate"):
-        decoded_model = network_with_weights(network, [dequantize(t.symbols, t.params) for t in parsed.tensors], dev)
-        rendered = render_frames(decoded_model, range(T), T, H, W)
-        quality = psnr(rendered, frames)
-        similarity = ms_ssim_mean(rendered, frames)
-
+        for segment, decoded in zip(segments, parsed.segments):
+            for ours, theirs in zip(segment.coded, decoded.tensors):
+                if not (np.array_equal(ours.symbols, theirs.symbols)
+                        and np.array_equal(ours.params.scales, theirs.params.scales)):
+                    raise RuntimeError("the bitstream does not decode to the encoder's weights")
+    quality = similarity = math.nan
+    if frames is not None:
+        with timer.stage("evaluate"):
+            rendered = np.empty_like(frames)
+            for decoded in parsed.segments:
+                span = decoded.span
+                model = network_with_weights(network, [dequantize(t.symbols, t.params) for t in decoded.tensors],
+                                             device)
+                rendered[span.first : span.stop] = render_frames(model, range(span.count), span.count, height, width)
+            quality = psnr(rendered, frames)
+            similarity = ms_ssim_mean(rendered, frames)
+    stages: dict[str, float] = {}
+    for segment in segments:
+        for name, seconds in segment.stage_seconds.items():
+            stages[name] = stages.get(name, 0.0) + seconds
+    stages.update(timer.seconds)
+    first = segments[0]
     return data, CompressResult(
         output="",
         bytes=len(data),
-        bpp=bits_per_pixel(len(data), W, H, T),
+        bpp=bits_per_pixel(len(data), width, height, num_frames),
         psnr=quality,
         ms_ssim=similarity,
-        frames=T,
-        width=W,
-        height=H,
+        frames=num_frames,
+        width=width,
+        height=height,
         fps=fps,
-        parameters=count_parameters(model),
-        preset=preset.name,
-        bits=codec.bits,
-        prune_ratio=codec.prune_ratio,
-        seconds=timer.total,
-        stage_seconds={k: round(v, 3) for k, v in timer.seconds.items()},
-        fit_psnr=fit_psnr,
+        parameters=sum(s.parameters for s in segments),
+        preset="",
+        bits=None,
+        prune_ratio=0.0,
+        seconds=sum(stages.values()),
+        stage_seconds={k: round(v, 3) for k, v in stages.items()},
+        fit_psnr=float(np.mean([s.fit_psnr for s in segments])) if len(segments) > 1 else first.fit_psnr,
         size_split={"header": split.header, "side_info": split.side_info, "masks": split.masks,
                     "payload": split.payload},
-        device=dev.type,
-        fit_history=fit_history,
-        fit_seconds=fit_seconds,
-        fit_reused=fit_reused,
-        fit_key=fingerprint[:16],
-        quality=codec.quality,
-        rate_lambda=lam,
-        estimated_weight_bytes=round(estimated_bits / 8, 1),
+        device=device.type,
+        fit_history=first.fit_history if len(segments) == 1 else [],
+        fit_seconds=sum(s.fit_seconds for s in segments),
+        fit_reused=all(s.fit_reused for s in segments),
+        fit_key=first.fit_key if len(segments) == 1 else "",
+        rate_lambda=first.rate_lambda,
+        estimated_weight_bytes=round(sum(s.estimated_bits for s in segments) / 8, 1),
         coded_weight_bytes=split.payload + split.masks,
+        epochs=list(first.epochs),
+        estimated_seconds=round(sum(s.estimated_seconds for s in segments), 1),
+        segments=len(segments),
     )
 
 
@@ -320,6 +482,7 @@ def compress_video(
     resume: bool = False,
     progress: bool = True,
     fit_cache: Path | None = None,
+    time_budget: float | None = None,
 ) -> CompressResult:
     """Reads a video, compresses it with :func:`compress_frames` and writes the ``.bin`` atomically.
 
@@ -343,7 +506,7 @@ def compress_video(
         video = read_video(source, frame_range=frame_range, size=size)
     data, result = compress_frames(video.frames, video.info.fps, preset, device=device, progress=progress,
                                    fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
-                                   source_id=str(source.resolve()))
+                                   source_id=str(source.resolve()), time_budget=time_budget)
     with timer.stage("write"):
         write_atomically(output, data)
     checkpoint.unlink(missing_ok=True)

@@ -1,0 +1,55 @@
+"""--time-budget: the epochs are laid over the budget from timed steps, and the encode ends inside it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from compress.encode import compress_frames
+from compress.fit import Clip
+from compress.plan import StepSeconds, estimate_seconds, lay_over_budget, measure_step_seconds
+from pipeline.config import load_preset
+from pipeline.geometry import resolve_network
+from pipeline.networks import build_network
+from tests.conftest import smooth_clip
+
+TINY = load_preset("test-tiny")
+
+
+def test_the_epochs_follow_the_budget_in_proportion():
+    steps = StepSeconds(fit=0.01, finetune=0.02)
+    small = lay_over_budget(TINY, steps, 8, budget=5.0)
+    large = lay_over_budget(TINY, steps, 8, budget=50.0)
+    assert 1 <= small.fit.epochs < large.fit.epochs
+    assert estimate_seconds(small, steps, 8) <= 5.0 and estimate_seconds(large, steps, 8) <= 50.0
+    # The fine-tunes keep their share of the fit's epochs (within rounding).
+    ratio = TINY.codec.rd_epochs / TINY.fit.epochs
+    assert abs(large.codec.rd_epochs / large.fit.epochs - ratio) < 0.05
+    tiny_budget = lay_over_budget(TINY, steps, 8, budget=0.01)  # less than any epoch: still one
+    assert tiny_budget.fit.epochs == 1
+
+
+def test_measuring_steps_changes_neither_the_network_nor_the_random_state():
+    frames = smooth_clip(4, 32, 48)
+    torch.manual_seed(0)
+    model = build_network(resolve_network(TINY.network, 48, 32, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    state = torch.get_rng_state()
+    steps = measure_step_seconds(model, Clip.from_numpy(frames, torch.device("cpu")), TINY)
+    assert steps.fit > 0 and steps.finetune > 0
+    assert torch.equal(torch.get_rng_state(), state)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("budget", [15.0, 40.0])
+def test_an_encode_ends_inside_its_budget(budget):
+    frames = smooth_clip(8, 32, 48)
+    start = time.perf_counter()
+    _, result = compress_frames(frames, 24.0, TINY, progress=False, time_budget=budget)
+    elapsed = time.perf_counter() - start
+    assert result.time_budget == budget and result.epochs[0] >= 1
+    # A generous bound, not a tight timing: the plan aims at 92 % of the budget.
+    assert elapsed <= 1.25 * budget, (elapsed, result.stage_seconds)
+    assert result.epochs[0] > TINY.fit.epochs / 4  # the budget was used, not skipped
