@@ -145,7 +145,9 @@ def _decompress_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", help="decode only frames A:B (half-open)")
     p.add_argument("--info", action="store_true", help="print the header and the byte split as JSON, render nothing")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=non_negative_int, default=8, help="frames rendered at once")
+    p.add_argument("--threads", type=non_negative_int,
+                   help="CPU: frames rendered at once, one thread each (default: PyTorch's thread count); "
+                        "changes the speed, never the frames")
     return p
 
 
@@ -172,7 +174,9 @@ def _decompress(argv: Sequence[str] | None) -> int:
         check_output_path(output, [source])
     frame_range = parse_frame_range(args.frames) if args.frames else None
     device = resolve_device(args.device)
-    decoded = decode_frames(read_file_bytes(source), frame_range, device, args.batch_size)
+    if args.threads == 0:
+        raise InputError("--threads must be at least 1")
+    decoded = decode_frames(read_file_bytes(source), frame_range, device, args.threads)
     write_video(args.output if to_folder else output, decoded.frames, fps=decoded.fps)
     n = len(decoded.frames)
     fps = n / decoded.seconds if decoded.seconds > 0 else float("inf")

@@ -64,14 +64,14 @@ class DecodedVideo:
 
 
 def decode_frames(data: bytes, frame_range=None, device: str | torch.device = "cpu",
-                  batch_size: int = 8) -> DecodedVideo:
+                  threads: int | None = None) -> DecodedVideo:
     """Decodes the bitstream bytes and renders the requested frames."""
     parsed = read_bitstream(data)
     h = parsed.header
     indices = resolve_range(frame_range, h.num_frames)
     model = load_network(parsed, device)
     start = time.perf_counter()
-    frames = render_frames(model, indices, h.num_frames, h.height, h.width, batch_size)
+    frames = render_frames(model, indices, h.num_frames, h.height, h.width, threads)
     return DecodedVideo(frames, indices, h.fps, time.perf_counter() - start)
 
 
