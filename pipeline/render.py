@@ -21,6 +21,7 @@ prints is that of the frames the decoder writes.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,9 +33,16 @@ from torch import nn
 from pipeline.errors import InputError
 from pipeline.networks import frame_times, stage_widths
 
-# Frames rendered at once on the CPU hold their activations together; more threads than
-# this budget allows render fewer frames at a time (never fewer than one).
-CPU_ACTIVATION_BUDGET_BYTES = 2 << 30
+
+def cpu_activation_budget() -> int:
+    """Bytes of activations the frames rendered at once on the CPU may hold together: a
+    quarter of the machine's memory, at least 2 GiB. More threads than this allows render
+    fewer frames at a time (never fewer than one)."""
+    try:
+        physical = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        physical = 0
+    return max(2 << 30, physical // 4)
 
 
 def resolve_device(name: str | torch.device) -> torch.device:
@@ -91,7 +99,8 @@ class FrameRenderer:
 
     ``num_frames`` is the number of frames the network was fitted to: frame ``i`` is the
     network's output at time ``i / (num_frames - 1)``. ``threads`` (CPU only) is how many
-    frames render at once, one thread each; by default PyTorch's intra-op thread count.
+    frames render at once, one thread each; by default PyTorch's intra-op thread count,
+    lowered where their activations would exceed :func:`cpu_activation_budget`.
     """
 
     def __init__(self, model: nn.Module, num_frames: int, height: int, width: int, threads: int | None = None):
@@ -101,7 +110,7 @@ class FrameRenderer:
         self._times = frame_times(torch.arange(num_frames), num_frames).to(self.device)
         threads = threads or torch.get_num_threads()
         per_frame = frame_activation_bytes(model)
-        self.threads = max(1, min(threads, CPU_ACTIVATION_BUDGET_BYTES // per_frame if per_frame else threads))
+        self.threads = max(1, min(threads, cpu_activation_budget() // per_frame if per_frame else threads))
 
     def _forward(self, index: int) -> torch.Tensor:
         """The frame as uint8 [H,W,3] on the model's device (queued, not waited for, on CUDA)."""
