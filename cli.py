@@ -2,7 +2,8 @@
 
 Exit codes (:func:`pipeline.cli_common.run_command`): 0 success; 1 unexpected internal error;
 2 bad input or options (one line ``error: ...`` on stderr); 130 interrupted (a checkpoint is
-kept for ``--resume``).
+kept for ``--resume``); 141 (``enerv-decompress -o -`` only) the reader of standard output
+closed it early.
 """
 
 from __future__ import annotations
@@ -122,34 +123,86 @@ def _compress(argv: Sequence[str] | None) -> int:
 # --- enerv-decompress -----------------------------------------------------------------------
 
 
+# Exit status of a decode whose standard-output reader went away (``| head``): what a shell
+# reports for a command killed by SIGPIPE.
+EXIT_BROKEN_PIPE = 128 + 13
+
+_DECOMPRESS_EPILOG = """\
+outputs (by the form of -o):
+  .mkv          FFV1, lossless: the decoded RGB frames exactly (the default: INPUT.decoded.mkv)
+  .y4m          raw Y'CbCr 4:4:4, 8-bit, BT.601 matrix, limited range
+  .mp4          H.264 yuv420p (lossy re-encoding)
+  out/%05d.png  a PNG sequence; out/ (a folder) gives out/00000.png, ...
+  -             a Y4M stream on standard output (as .y4m), e.g. | ffmpeg -i - ...
+                (nothing else goes to standard output; the summary goes to stderr)
+
+Each frame depends only on the file, its index and the device: any --frames range gives
+the same frames as the full decode, whatever the thread count.
+
+exit status: 0 success, 1 internal error, 2 bad input or options, 130 interrupted,
+141 the reader of standard output closed it early (e.g. | head)
+"""
+
+
 def _decompress_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="enerv-decompress", description="Decode an E-NeRV bitstream (.bin) into frames.")
+    p = OneLineErrorParser(prog="enerv-decompress", description="Decode an E-NeRV bitstream (.bin) into frames.",
+                           epilog=_DECOMPRESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="bitstream file")
-    p.add_argument("-o", "--output", help="output: .mkv (lossless FFV1), .y4m, .mp4 (lossy H.264), "
-                                          "a PNG pattern (out/%%05d.png) or a folder/ (default: INPUT.decoded.mkv)")
+    p.add_argument("-o", "--output", help="output file, PNG pattern, folder/ or - for a Y4M stream on standard "
+                                          "output (see below; default: INPUT.decoded.mkv)")
     p.add_argument("--frames", help="decode only frames A:B (half-open)")
     p.add_argument("--info", action="store_true", help="print the header and the byte split as JSON, render nothing")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--batch-size", type=non_negative_int, default=8, help="frames rendered at once")
+    p.add_argument("--threads", type=non_negative_int,
+                   help="CPU: frames rendered at once, one thread each (default: PyTorch's thread count); "
+                        "changes the speed, never the frames")
     return p
 
 
 def _decompress(argv: Sequence[str] | None) -> int:
+    from pipeline.errors import OutputClosed
+
+    try:
+        return _decode_command(argv)
+    except (OutputClosed, BrokenPipeError):
+        _detach_stdout()
+        return EXIT_BROKEN_PIPE
+
+
+def _detach_stdout() -> None:
+    """Points standard output at /dev/null, so that the interpreter's last flush cannot fail."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a test harness: nothing to do
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _decode_command(argv: Sequence[str] | None) -> int:
     args = _decompress_parser().parse_args(argv)
-    from decompress.decode import bitstream_info, decode_frames, read_file_bytes
+    from decompress.decode import bitstream_info, decode_to_video, read_file_bytes
     from pipeline.errors import InputError
     from pipeline.files import check_output_path
     from pipeline.render import resolve_device
-    from pipeline.video_io import parse_frame_range, write_video
+    from pipeline.video_io import STDOUT, Y4M_COLOUR, parse_frame_range
 
     source = Path(args.input)
     if args.info:
         print(json.dumps(bitstream_info(read_file_bytes(source)), indent=2))
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
         return EXIT_OK
+    if args.threads == 0:
+        raise InputError("--threads must be at least 1")
+    to_stdout = args.output == STDOUT
     # By default beside the input, under a name that cannot be the original video's.
     output = Path(args.output) if args.output else source.with_name(source.stem + ".decoded.mkv")
     to_folder = args.output is not None and (args.output.endswith(("/", os.sep)) or output.is_dir())
-    if to_folder:
+    if to_stdout:
+        if sys.stdout.isatty():
+            raise InputError("-o - writes a binary Y4M stream: redirect standard output to a file or a pipe")
+    elif to_folder:
         parent = output.parent if str(output.parent) else Path(".")
         if not parent.is_dir():
             raise InputError(f"output folder {parent} does not exist")
@@ -157,12 +210,13 @@ def _decompress(argv: Sequence[str] | None) -> int:
         check_output_path(output, [source])
     frame_range = parse_frame_range(args.frames) if args.frames else None
     device = resolve_device(args.device)
-    decoded = decode_frames(read_file_bytes(source), frame_range, device, args.batch_size)
-    write_video(args.output if to_folder else output, decoded.frames, fps=decoded.fps)
-    n = len(decoded.frames)
-    fps = n / decoded.seconds if decoded.seconds > 0 else float("inf")
-    print(f"wrote {output}: frames {decoded.indices.start}:{decoded.indices.stop} "
-          f"({n} frames of {decoded.frames.shape[2]}x{decoded.frames.shape[1]}), rendered at {fps:.1f} fps on {device.type}")
+    target = args.output if to_stdout or to_folder else output
+    summary = decode_to_video(read_file_bytes(source), target, frame_range, device, args.threads)
+    fps = summary.frames / summary.seconds if summary.seconds > 0 else float("inf")
+    shown = f"a Y4M stream ({Y4M_COLOUR}) to standard output" if to_stdout else str(output)
+    print(f"wrote {shown}: frames {summary.indices.start}:{summary.indices.stop} ({summary.frames} frames of "
+          f"{summary.width}x{summary.height}), decoded at {fps:.1f} frames/s on {summary.device}",
+          file=sys.stderr if to_stdout else sys.stdout)
     if output.suffix.lower() == ".mp4":
         print("note: .mp4 output is re-encoded with H.264 (lossy); use .mkv for the exact decoded frames",
               file=sys.stderr)

@@ -1,9 +1,13 @@
 """Speed benchmark: fit and render throughput, entropy decoding rate, peak memory.
 
     python -m benchmarks.speed [--preset NAME | --config FILE] [--input VIDEO] [--device auto]
+    python -m benchmarks.speed --decode-only --preset NAME --size WxH [--device auto]
 
 Prints one JSON object.  Times are medians over repeated runs after a warm-up. The fit
-throughput times :func:`compress.fit.training_step`, the step that fitting runs.
+throughput times :func:`compress.fit.training_step`, the step that fitting runs. The
+``decode`` part times the decoder's own steps on a file of the preset at the given size
+(entropy decoding, network build, batch-invariant rendering), beside a batched forward
+pass of 8 frames for comparison.
 """
 
 from __future__ import annotations
@@ -21,14 +25,16 @@ import numpy as np
 import torch
 
 from compress.fit import Clip, training_step
+from compress.prune import apply_masks, prune_by_magnitude
 from compress.quantize import LearnedQuantizer, quantize_network
+from decompress.frame_source import load_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
 from pipeline.cli_common import OneLineErrorParser, run_command
 from pipeline.config import load_config, load_preset
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network, count_parameters, frame_times
-from pipeline.render import resolve_device
-from pipeline.video_io import read_video
+from pipeline.render import FrameRenderer, resolve_device
+from pipeline.video_io import probe_video, read_video
 
 DEFAULT_INPUT = Path(__file__).resolve().parent.parent / "data" / "bunny_320x180_48f.mkv"
 
@@ -115,6 +121,74 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
     }
 
 
+def measure_decode(preset, width: int, height: int, device: torch.device, frames: int, repeats: int) -> dict:
+    """The decoder's steps on a file of ``preset`` at ``width`` x ``height``, ``frames`` long.
+
+    The weights are random (pruned and quantized as the preset says): the speed of dense
+    layers does not depend on their values. Rendering goes through the decoder's renderer,
+    one frame per forward pass, each frame on the host when timed; the batched forward
+    pass beside it (8 frames at once, output left on the device) is what rendering cost
+    before it was made batch-invariant, timed alternately in the same process.
+    """
+    network = resolve_network(preset.network, width, height)
+    torch.manual_seed(0)
+    model = build_network(network)
+    masks = prune_by_magnitude(model, preset.codec.prune_ratio)
+    apply_masks(model, masks)
+    coded = quantize_network(model, LearnedQuantizer(dict(model.named_parameters()), masks, bits=preset.codec.bits))
+    data, _ = write_bitstream(StreamHeader(network, width, height, frames, 24.0), coded)
+    symbols = sum(c.symbols.size for c in coded)
+    entropy_s = _median_seconds(lambda: read_bitstream(data), torch.device("cpu"), max(3, repeats // 2), warmup=1)
+    parsed = read_bitstream(data)
+    build_s = _median_seconds(lambda: load_network(parsed, device), device, max(3, repeats // 2), warmup=1)
+
+    decoded = load_network(parsed, device)
+    renderer = FrameRenderer(decoded, frames, height, width)
+    batch = torch.arange(min(8, frames), device=device)
+
+    def render_each():
+        for _ in renderer.frames(range(frames)):
+            pass
+
+    def forward_batched():
+        with torch.inference_mode():
+            for start in range(0, frames, len(batch)):
+                decoded(frame_times(batch + start, frames))
+
+    render_each()  # warm-up
+    forward_batched()
+    _sync(device)
+    times: dict[str, list[float]] = {"each": [], "batched": []}
+    for i in range(repeats):
+        order = (("each", render_each), ("batched", forward_batched))
+        for name, fn in order if i % 2 == 0 else order[::-1]:
+            start = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append(time.perf_counter() - start)
+    batched_frames = len(batch) * -(-frames // len(batch))
+    each_fps = frames / statistics.median(times["each"])
+    batched_fps = batched_frames / statistics.median(times["batched"])
+    return {
+        "preset": preset.name,
+        "device": device.type,
+        "width": width,
+        "height": height,
+        "parameters": count_parameters(model),
+        "bitstream_bytes": len(data),
+        "entropy_decode_seconds": entropy_s,
+        "entropy_decode_symbols_per_second": symbols / entropy_s,
+        "network_build_seconds": build_s,
+        "render_frames": frames,
+        "render_threads": renderer.threads if device.type == "cpu" else None,
+        "render_frames_per_second": each_fps,
+        "batched_forward_frames_per_second": batched_fps,
+        "render_vs_batched": each_fps / batched_fps,
+        "repeats": repeats,
+        "machine": machine_description(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineErrorParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="enerv-cpu-s")
@@ -124,13 +198,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", help="resize to WxH")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--decode-only", action="store_true", help="only the decoder's figures (no fitting)")
+    p.add_argument("--decode-frames", type=int, default=16, help="frames rendered per decode run")
     args = p.parse_args(argv)
     from pipeline.video_io import parse_frame_range, parse_size
 
     preset = load_config(args.config) if args.config else load_preset(args.preset)
+    device = resolve_device(args.device)
+    if args.decode_only:
+        if args.size:
+            width, height = parse_size(args.size)
+        else:
+            info = probe_video(args.input)
+            width, height = info.width, info.height
+        decode = measure_decode(preset, width, height, device, args.decode_frames, args.repeats)
+        json.dump({"decode": decode}, sys.stdout, indent=2)
+        print()
+        return 0
     video = read_video(args.input, frame_range=parse_frame_range(args.frames),
                        size=parse_size(args.size) if args.size else None)
-    result = measure(preset, video.frames, resolve_device(args.device), args.repeats)
+    result = measure(preset, video.frames, device, args.repeats)
+    # After the fitting figures, so that its memory does not count in their peak.
+    result["decode"] = measure_decode(preset, video.info.width, video.info.height, device, args.decode_frames,
+                                      args.repeats)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

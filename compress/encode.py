@@ -409,7 +409,8 @@ def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int
     frames decoded from its own bytes (``frames``: the source, or None not to measure)."""
     timer = StageTimer()
     with timer.stage("entropy-code"):
-        header = StreamHeader(network, width, height, num_frames, fps, ENCODER_NAME)
+        estimate = round(sum(s.estimated_bits for s in segments) / 8, 1)
+        header = StreamHeader(network, width, height, num_frames, fps, ENCODER_NAME, estimate)
         if len(segments) == 1:
             data, split = write_bitstream(header, segments[0].coded)
         else:
@@ -463,7 +464,7 @@ def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int
         fit_reused=all(s.fit_reused for s in segments),
         fit_key=first.fit_key if len(segments) == 1 else "",
         rate_lambda=first.rate_lambda,
-        estimated_weight_bytes=round(sum(s.estimated_bits for s in segments) / 8, 1),
+        estimated_weight_bytes=estimate,
         coded_weight_bytes=split.payload + split.masks,
         epochs=list(first.epochs),
         estimated_seconds=round(sum(s.estimated_seconds for s in segments), 1),

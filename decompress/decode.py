@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.bitstream import ParsedStream, read_bitstream
+from decompress.frame_source import FrameSource, load_network  # noqa: F401 - load_network: public here too
+from pipeline.bitstream import ParsedStream, read_bitstream, read_header
 from pipeline.entropy import empirical_entropy_bits
 from pipeline.errors import BitstreamError, InputError
-from pipeline.networks import build_network
-from pipeline.quantization import dequantize
-from pipeline.render import render_frames
+from pipeline.video_io import VideoWriter
 
 MAX_FILE_BYTES = 1 << 31
 
@@ -33,15 +33,6 @@ def read_file_bytes(path: str | Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def load_network(parsed: ParsedStream, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Builds the network the header describes and loads the decoded weights."""
-    model = build_network(parsed.header.network)
-    with torch.no_grad():
-        for param, tensor in zip(model.parameters(), parsed.tensors):
-            param.copy_(torch.from_numpy(dequantize(tensor.symbols, tensor.params)))
-    return model.to(device).eval()
 
 
 def resolve_range(frame_range: tuple[int, int | None] | None, num_frames: int) -> range:
@@ -63,31 +54,86 @@ class DecodedVideo:
     seconds: float  # rendering time
 
 
+@dataclass(frozen=True)
+class DecodeSummary:
+    """What a streaming decode wrote."""
+
+    output: str  # the path, or "-" for standard output
+    indices: range
+    width: int
+    height: int
+    fps: float
+    device: str
+    seconds: float  # rendering and writing, from the first frame to the finished output
+
+    @property
+    def frames(self) -> int:
+        return len(self.indices)
+
+
+def _parse_for(data: bytes, frame_range) -> tuple[ParsedStream, range]:
+    """The file parsed, with only the segments that render the requested frames entropy-decoded."""
+    indices = resolve_range(frame_range, read_header(data).num_frames)
+    return read_bitstream(data, frames=range(indices.start, indices.stop)), indices
+
+
 def decode_frames(data: bytes, frame_range=None, device: str | torch.device = "cpu",
-                  batch_size: int = 8) -> DecodedVideo:
-    """Decodes the bitstream bytes and renders the requested frames."""
-    parsed = read_bitstream(data)
+                  threads: int | None = None) -> DecodedVideo:
+    """Decodes the bitstream bytes and renders the requested frames into one array.
+
+    Meant for measuring and testing; :func:`decode_to_video` streams them instead.
+    """
+    parsed, indices = _parse_for(data, frame_range)
     h = parsed.header
-    indices = resolve_range(frame_range, h.num_frames)
-    model = load_network(parsed, device)
+    source = FrameSource.from_parsed(parsed, device, threads)
+    out = np.empty((len(indices), h.height, h.width, 3), np.uint8)
     start = time.perf_counter()
-    frames = render_frames(model, indices, h.num_frames, h.height, h.width, batch_size)
-    return DecodedVideo(frames, indices, h.fps, time.perf_counter() - start)
+    with contextlib.closing(source.frames(indices)) as frames:
+        for i, frame in enumerate(frames):
+            out[i] = frame
+    return DecodedVideo(out, indices, h.fps, time.perf_counter() - start)
+
+
+def decode_to_video(data: bytes, output: str | Path, frame_range=None, device: str | torch.device = "cpu",
+                    threads: int | None = None) -> DecodeSummary:
+    """Decodes the bitstream bytes and writes the requested frames to ``output`` as they are rendered.
+
+    ``output`` is anything :class:`pipeline.video_io.VideoWriter` takes, ``-`` for a Y4M
+    stream on standard output. Memory does not grow with the number of frames; a file is
+    put in place only once complete.
+    """
+    parsed, indices = _parse_for(data, frame_range)
+    h = parsed.header
+    source = FrameSource.from_parsed(parsed, device, threads)
+    start = time.perf_counter()
+    with VideoWriter(output, h.width, h.height, h.fps) as writer, contextlib.closing(source.frames(indices)) as frames:
+        for frame in frames:
+            writer.write(frame)
+    return DecodeSummary(str(output), indices, h.width, h.height, h.fps, source.device.type,
+                         time.perf_counter() - start)
 
 
 def bitstream_info(data: bytes) -> dict:
     """The header and the byte split of a file, as a JSON-ready dict (no rendering)."""
     parsed = read_bitstream(data)
     split = parsed.split
-    info = parsed.header.to_json()
-    info["format_version"] = 1
+    h = parsed.header
+    info = h.to_json()
+    info["format_version"] = parsed.version
     info["bytes"] = len(data)
-    info["bpp"] = 8.0 * len(data) / (parsed.header.width * parsed.header.height * parsed.header.num_frames)
-    info["parameters"] = int(sum(t.symbols.size for t in parsed.tensors))
+    info["bpp"] = 8.0 * len(data) / (h.width * h.height * h.num_frames)
+    info["segments"] = [[s.span.first, s.span.count] for s in parsed.segments]
+    tensors = [t for s in parsed.segments for t in s.tensors]
+    info["parameters"] = int(sum(t.symbols.size for t in tensors))
     info["size_split"] = {"header": split.header, "side_info": split.side_info, "masks": split.masks,
                           "payload": split.payload}
+    if h.estimated_weight_bytes is not None:
+        coded = split.payload + split.masks
+        info["rate_estimate"] = {"estimated_weight_bytes": h.estimated_weight_bytes, "coded_weight_bytes": coded,
+                                 "coded_vs_estimate": round(coded / h.estimated_weight_bytes - 1, 4)
+                                 if h.estimated_weight_bytes > 0 else None}
     info["tensors"] = []
-    for record, tensor in zip(split.per_tensor, parsed.tensors):
+    for record, tensor in zip(split.per_tensor, tensors):
         values = tensor.symbols[tensor.mask] if tensor.mask is not None else tensor.symbols
         record = dict(record, entropy_bytes=round(empirical_entropy_bits(values) / 8, 1))
         info["tensors"].append(record)

@@ -139,13 +139,19 @@ class StreamHeader:
     num_frames: int
     fps: float
     encoder: str = ""
+    # The encoder's rate model's estimate of the weights' coded bytes (masks and values), kept
+    # so that --info can show how close it was; informative only, the decoder never needs it.
+    estimated_weight_bytes: float | None = None
 
     def to_json(self) -> dict:
-        return {
+        out = {
             "network": section_to_dict(self.network),
             "video": {"width": self.width, "height": self.height, "frames": self.num_frames, "fps": self.fps},
             "encoder": self.encoder,
         }
+        if self.estimated_weight_bytes is not None:
+            out["estimated_weight_bytes"] = self.estimated_weight_bytes
+        return out
 
     @classmethod
     def from_json(cls, data: dict, legacy_network: dict | None = None) -> StreamHeader:
@@ -157,6 +163,11 @@ class StreamHeader:
             network = section_from_dict(NetworkConfig, network_fields, "bitstream network")
             header = cls(network, int(video["width"]), int(video["height"]), int(video["frames"]),
                          float(video["fps"]), str(data.get("encoder", "")))
+            estimate = data.get("estimated_weight_bytes")
+            if estimate is not None:
+                if isinstance(estimate, bool) or not isinstance(estimate, (int, float)) or not 0 <= estimate < 2**40:
+                    raise ValueError
+                header = replace(header, estimated_weight_bytes=float(estimate))
         except InputError as exc:
             raise BitstreamError(f"the header describes an invalid network: {exc}") from None
         except (KeyError, TypeError, ValueError, AttributeError, OverflowError):

@@ -10,3 +10,11 @@ class InputError(Exception):
 
 class BitstreamError(InputError):
     """A ``.bin`` file that is not a valid bitstream of this format."""
+
+
+class OutputClosed(Exception):
+    """The reader of a stream being written (standard output into a pipe) closed it early.
+
+    Not a failure of the tool: the command line ends quietly with status 141 (128 + SIGPIPE),
+    as a command killed by SIGPIPE would.
+    """
