@@ -38,7 +38,7 @@ def estimate_seconds_per_epoch(preset: CodecPreset, frames: np.ndarray, device: 
     subset = frames[: min(T, 3 * batch)]
     dev = torch.device(device)
     torch.manual_seed(0)
-    model = build_network(resolve_network(preset.network, W, H)).to(dev)
+    model = build_network(resolve_network(preset.network, W, H, T)).to(dev)
     result = train(model, Clip.from_numpy(subset, dev), preset.fit, epochs=2, lr=preset.fit.lr, progress=False)
     epoch_seconds = result.history[-1]["seconds"] - result.history[0]["seconds"]
     steps = math.ceil(len(subset) / batch)

@@ -130,7 +130,7 @@ def measure_decode(preset, width: int, height: int, device: torch.device, frames
     pass beside it (8 frames at once, output left on the device) is what rendering cost
     before it was made batch-invariant, timed alternately in the same process.
     """
-    network = resolve_network(preset.network, width, height)
+    network = resolve_network(preset.network, width, height, frames)
     torch.manual_seed(0)
     model = build_network(network)
     masks = prune_by_magnitude(model, preset.codec.prune_ratio)

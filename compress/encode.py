@@ -20,14 +20,24 @@ import torch
 
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
-from compress.quantize import NOISE, ROUND, STEP_LR, LearnedQuantizer, quantize_network, quantized_weights
+from compress.quantize import (
+    NOISE,
+    ROUND,
+    STEP_LR,
+    LearnedQuantizer,
+    code_tensor,
+    quantize_network,
+    quantized_weights,
+    scaled_steps,
+)
+from compress.ratecontrol import step_multiplier
 from compress.plan import estimate_seconds, lay_over_budget, measure_step_seconds, plan_lines
 from pipeline.bitstream import CodedTensor, SegmentSpan, StreamHeader, read_bitstream, write_bitstream
 from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality, override, section_to_dict
 from pipeline.errors import InputError
 from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
-from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr
+from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr, psnr_per_frame
 from pipeline.networks import build_network, count_parameters, network_with_weights
 from pipeline.quantization import dequantize
 from pipeline.render import render_frames, resolve_device
@@ -78,6 +88,8 @@ class CompressResult:
     estimated_seconds: float = 0.0  # the plan's estimate, from steps timed before fitting
     time_budget: float | None = None
     segments: int = 1
+    target_bytes: int | None = None  # the rate target, when one was asked for
+    step_multiplier: float = 1.0  # the factor on every step that brought the file to the target
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -222,21 +234,48 @@ def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, state
 
 
 def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, masks: dict, *, progress: bool,
-                    deadline: float | None) -> tuple[LearnedQuantizer, float]:
-    """Fine-tunes ``model`` on the file's grid with the rate term; returns the quantizer and lambda."""
+                    deadline: float | None, size_of=None, target_bytes: int | None = None
+                    ) -> tuple[LearnedQuantizer, float, float]:
+    """Fine-tunes ``model`` on the file's grid with the rate term; returns the quantizer, lambda and
+    the step multiplier applied before the rounding phase.
+
+    With ``target_bytes`` (and ``size_of``: coded tensors -> file bytes), every step is scaled by
+    one factor after the rate-distortion phase so that the file lands on the target, and the
+    steps stay fixed through the rounding phase, which then adapts the weights to that grid.
+    """
     codec, dev = preset.codec, clip.frames.device
     pixels = clip.num_frames * clip.height * clip.width
     quantizer = LearnedQuantizer(dict(model.named_parameters()), masks, bits=codec.bits,
                                  learn_steps=codec.learn_steps).to(dev)
     lam = lambda_for_quality(codec.quality) if codec.quality is not None else 0.0
+    multiplier = 1.0
     phases = [(NOISE, codec.rd_epochs if lam else 0, "rate-distortion fine-tune"),
               (ROUND, codec.qat_epochs, "quantization fine-tune")]
     for mode, epochs, desc in phases:
+        if mode == ROUND and target_bytes is not None:
+            multiplier = step_multiplier(lambda m: size_of(_requantized(model, quantizer, m)), target_bytes)
+            with torch.no_grad():
+                quantizer.log_steps += math.log(multiplier)
+            quantizer.log_steps.requires_grad_(False)
         if epochs:
             train(model, clip, preset.fit, epochs=epochs, lr=codec.finetune_lr,
                   transform=quantized_weights(quantizer, mode, lam, pixels), companion=quantizer,
                   companion_lr=STEP_LR, desc=desc, progress=progress, deadline=deadline)
-    return quantizer, lam
+    return quantizer, lam, multiplier
+
+
+def _requantized(model: torch.nn.Module, quantizer: LearnedQuantizer, multiplier: float) -> list[CodedTensor]:
+    coded = quantize_network(model, quantizer)
+    if multiplier == 1.0:
+        return coded
+    steps = scaled_steps(np.array([c.params.scales[0] for c in coded], np.float16), multiplier)
+    return [code_tensor(_masked_weight(model, quantizer, name), s, quantizer.max_symbol, c.mask)
+            for name, s, c in zip(quantizer.names, steps, coded)]
+
+
+def _masked_weight(model: torch.nn.Module, quantizer: LearnedQuantizer, name: str) -> np.ndarray:
+    param = dict(model.named_parameters())[name]
+    return quantizer._masked(name, param).detach().float().cpu().numpy()
 
 
 @dataclass
@@ -256,6 +295,18 @@ class SegmentEncoding:
     epochs: tuple[int, int, int, int]
     estimated_seconds: float
     stage_seconds: dict[str, float]
+    # What a rate controller needs to move every step by one factor after training: the final
+    # weights (masked, float32), the learned float16 steps and the symbol bound.
+    weights: list[np.ndarray] = field(default_factory=list)
+    steps: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float16))
+    max_symbol: int = 0
+
+    def coded_at(self, multiplier: float) -> list[CodedTensor]:
+        """The tensors quantized with every step times ``multiplier`` (1: as trained)."""
+        if multiplier == 1.0:
+            return self.coded
+        steps = scaled_steps(self.steps, multiplier)
+        return [code_tensor(w, s, self.max_symbol, c.mask) for w, s, c in zip(self.weights, steps, self.coded)]
 
 
 def segment_seed(seed: int, index: int) -> int:
@@ -278,11 +329,15 @@ def encode_segment(
     resume: bool = False,
     source_id: str = "",
     time_budget: float | None = None,
+    size_of=None,
+    target_bytes: int | None = None,
 ) -> SegmentEncoding:
     """Fits, prunes and quantizes one network to ``frames`` (the segment ``span`` of a video).
 
     ``network`` is resolved for the video's size and the nominal segment length, the same for
-    every segment. See :func:`compress_frames` for the other arguments.
+    every segment. ``target_bytes`` (with ``size_of``, coded tensors -> file bytes): calibrate
+    the steps to that size before the rounding phase. See :func:`compress_frames` for the other
+    arguments.
     """
     started = time.perf_counter()
     T, H, W = frames.shape[:3]
@@ -330,12 +385,15 @@ def encode_segment(
                 apply_masks(model, masks)
 
     with timer.stage("quantize"), _resumable_from(checkpoint):
-        quantizer, lam = _quantize_stage(model, clip, preset, masks, progress=progress, deadline=deadline)
+        quantizer, lam, _ = _quantize_stage(model, clip, preset, masks, progress=progress, deadline=deadline,
+                                            size_of=size_of, target_bytes=target_bytes)
         coded = quantize_network(model, quantizer)
         estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
+        weights = [_masked_weight(model, quantizer, name) for name in quantizer.names]
     return SegmentEncoding(span, coded, count_parameters(model), fit_psnr, fit_history, fit_seconds, fit_reused,
                            fingerprint[:16], lam, estimated_bits, _epochs(preset), estimate,
-                           dict(timer.seconds))
+                           dict(timer.seconds), weights, np.array([c.params.scales[0] for c in coded], np.float16),
+                           quantizer.max_symbol)
 
 
 def segment_spans(num_frames: int, segment_frames: int | None) -> list[SegmentSpan]:
@@ -360,6 +418,7 @@ def compress_frames(
     source_id: str = "",
     time_budget: float | None = None,
     segment_frames: int | None = None,
+    target_bytes: int | None = None,
 ) -> tuple[bytes, CompressResult]:
     """Compresses uint8 RGB frames [T,H,W,3] and returns the bitstream's bytes and the measured result.
 
@@ -377,7 +436,9 @@ def compress_frames(
     taken for another source's. ``time_budget`` (seconds): every epoch count is scaled so that
     the whole encode fits in it, from steps timed on this device, and each stage stops at the
     last epoch boundary before its deadline. ``segment_frames``: cut the clip into segments of
-    that many frames, each its own network (None: one segment).
+    that many frames, each its own network (None: one segment). ``target_bytes``: scale every
+    quantization step by one factor so that the file lands on this size (see
+    :mod:`compress.ratecontrol`; the network and the quality knob are the preset's).
     """
     started = time.perf_counter()
     frames = _checked_frames(frames, fps)
@@ -392,47 +453,70 @@ def compress_frames(
     network = resolve_network(preset.network, W, H, spans[0].count)
     dev = resolve_device(device)
     segments = []
+    header = StreamHeader(network, W, H, T, fps, ENCODER_NAME)
+    one = len(spans) == 1 and target_bytes is not None
     for index, span in enumerate(spans):
         left = None if time_budget is None else time_budget * span.count / T
         segments.append(encode_segment(
             frames[span.first : span.stop], preset, network, span, index=index, device=dev, progress=progress,
-            fit_cache=fit_cache, checkpoint=checkpoint, resume=resume, source_id=source_id, time_budget=left))
-    data, result = assemble(segments, network, W, H, T, fps, frames, dev)
+            fit_cache=fit_cache, checkpoint=checkpoint, resume=resume, source_id=source_id, time_budget=left,
+            size_of=(lambda coded: len(write_bitstream(header, coded)[0])) if one else None,
+            target_bytes=target_bytes if one else None))
+    data, result = assemble(segments, network, W, H, T, fps, lambda span: frames[span.first : span.stop], dev,
+                            target_bytes=target_bytes)
     codec = preset.codec
     return data, replace(result, preset=preset.name, quality=codec.quality, bits=codec.bits,
                          prune_ratio=codec.prune_ratio, seconds=time.perf_counter() - started, time_budget=time_budget)
 
 
 def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int, height: int, num_frames: int,
-             fps: float, frames: np.ndarray, device: torch.device) -> tuple[bytes, CompressResult]:
+             fps: float, frames_of, device: torch.device, target_bytes: int | None = None
+             ) -> tuple[bytes, CompressResult]:
     """The file of encoded segments, checked against the encoder's symbols and measured on the
-    frames decoded from its own bytes (``frames``: the source, or None not to measure)."""
+    frames decoded from its own bytes.
+
+    ``frames_of(span)``: the source frames of a segment, or ``frames_of`` None not to measure.
+    ``target_bytes``: first scale every step of every segment by one factor so that the whole
+    file lands on this size (segments keep their share as equal lambda made it).
+    """
     timer = StageTimer()
-    with timer.stage("entropy-code"):
+    multiplier = 1.0
+    spans = [s.span for s in segments]
+
+    def write(coded: list[list[CodedTensor]]) -> tuple[bytes, object]:
         estimate = round(sum(s.estimated_bits for s in segments) / 8, 1)
         header = StreamHeader(network, width, height, num_frames, fps, ENCODER_NAME, estimate)
-        if len(segments) == 1:
-            data, split = write_bitstream(header, segments[0].coded)
-        else:
-            data, split = write_bitstream(header, [s.coded for s in segments], [s.span for s in segments])
+        return write_bitstream(header, coded[0]) if len(coded) == 1 else write_bitstream(header, coded, spans)
+
+    with timer.stage("entropy-code"):
+        if target_bytes is not None:
+            multiplier = step_multiplier(lambda m: len(write([s.coded_at(m) for s in segments])[0]), target_bytes)
+        chosen = [s.coded_at(multiplier) for s in segments]
+        data, split = write(chosen)
+        estimate = round(sum(s.estimated_bits for s in segments) / 8, 1)
         # Check our own output: the decoder's weights must be the encoder's, bit for bit.
         parsed = read_bitstream(data)
-        for segment, decoded in zip(segments, parsed.segments):
-            for ours, theirs in zip(segment.coded, decoded.tensors):
+        for coded, decoded in zip(chosen, parsed.segments):
+            for ours, theirs in zip(coded, decoded.tensors):
                 if not (np.array_equal(ours.symbols, theirs.symbols)
                         and np.array_equal(ours.params.scales, theirs.params.scales)):
                     raise RuntimeError("the bitstream does not decode to the encoder's weights")
     quality = similarity = math.nan
-    if frames is not None:
+    if frames_of is not None:
         with timer.stage("evaluate"):
-            rendered = np.empty_like(frames)
+            per_frame, ssim_sum, ssim_frames = [], 0.0, 0
             for decoded in parsed.segments:
                 span = decoded.span
                 model = network_with_weights(network, [dequantize(t.symbols, t.params) for t in decoded.tensors],
                                              device)
-                rendered[span.first : span.stop] = render_frames(model, range(span.count), span.count, height, width)
-            quality = psnr(rendered, frames)
-            similarity = ms_ssim_mean(rendered, frames)
+                rendered = render_frames(model, range(span.count), span.count, height, width)
+                source = frames_of(span)
+                per_frame.append(psnr_per_frame(rendered, source))
+                ssim = ms_ssim_mean(rendered, source)
+                if ssim is not None:
+                    ssim_sum, ssim_frames = ssim_sum + ssim * span.count, ssim_frames + span.count
+            quality = float(np.mean(np.concatenate(per_frame)))
+            similarity = ssim_sum / ssim_frames if ssim_frames == num_frames else None
     stages: dict[str, float] = {}
     for segment in segments:
         for name, seconds in segment.stage_seconds.items():
@@ -469,6 +553,8 @@ def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int
         epochs=list(first.epochs),
         estimated_seconds=round(sum(s.estimated_seconds for s in segments), 1),
         segments=len(segments),
+        target_bytes=target_bytes,
+        step_multiplier=round(multiplier, 6),
     )
 
 

@@ -18,6 +18,8 @@ from torch import nn
 from compress.rate import laplace_bits, laplace_scale_init
 from pipeline.bitstream import CodedTensor
 from pipeline.quantization import (
+    FLOAT16_MAX,
+    FLOAT16_MIN,
     MAX_SYMBOL,
     QuantParams,
     peak_steps,
@@ -121,18 +123,27 @@ def quantized_weights(quantizer: LearnedQuantizer, mode: str, lam: float, pixels
     return transform
 
 
+def code_tensor(weight: np.ndarray, step: np.float16, max_symbol: int, mask: np.ndarray | None) -> CodedTensor:
+    """One tensor as symbols on the grid of ``step`` (float16), bounded by ``max_symbol``."""
+    qp = QuantParams(np.array([step], np.float16))
+    symbols = np.clip(quantize(weight, qp), -max_symbol, max_symbol).astype(np.int32)
+    if mask is not None:
+        symbols = symbols * mask
+    return CodedTensor(qp, symbols, mask)
+
+
+def scaled_steps(steps: np.ndarray, multiplier: float) -> np.ndarray:
+    """float16 steps times ``multiplier``, rounded to float16 within its positive range."""
+    scaled = np.clip(steps.astype(np.float64) * multiplier, FLOAT16_MIN, FLOAT16_MAX)
+    return scaled.astype(np.float16)
+
+
 def quantize_network(model: nn.Module, quantizer: LearnedQuantizer) -> list[CodedTensor]:
     """Every transmitted tensor, in the network's parameter order, as symbols on the file's grid."""
-    coded = []
     params = dict(model.named_parameters())
-    for name, qp in zip(quantizer.names, quantizer.quant_params()):
-        weight = quantizer._masked(name, params[name]).detach().float().cpu().numpy()
-        symbols = np.clip(quantize(weight, qp), -quantizer.max_symbol, quantizer.max_symbol).astype(np.int32)
-        mask = quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None
-        if mask is not None:
-            symbols = symbols * mask
-        coded.append(CodedTensor(qp, symbols, mask))
-    return coded
+    return [code_tensor(quantizer._masked(name, params[name]).detach().float().cpu().numpy(), qp.scales[0],
+                        quantizer.max_symbol, quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None)
+            for name, qp in zip(quantizer.names, quantizer.quant_params())]
 
 
 def load_quantized(model: nn.Module, quantizer: LearnedQuantizer) -> None:
