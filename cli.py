@@ -18,7 +18,8 @@ from pathlib import Path
 
 from pipeline.cli_common import EXIT_INTERRUPTED, EXIT_OK, OneLineErrorParser, non_negative_int, run_command
 
-DEFAULT_PRESET = "enerv-cpu-s"
+# The network family and recipe of a plain run; rate control scales its width to the target.
+DEFAULT_PRESET = "enerv-grid-m"
 
 
 # --- enerv-compress -------------------------------------------------------------------------
@@ -28,13 +29,22 @@ def _compress_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).")
     p.add_argument("input", help="video file, PNG pattern (frames/%%05d.png) or folder of PNGs")
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
-    p.add_argument("--preset", default=None, help=f"a preset of cfgs/ (default {DEFAULT_PRESET})")
+    p.add_argument("--preset", default=None,
+                   help=f"a preset of cfgs/ (default {DEFAULT_PRESET}, its width chosen for the target)")
     p.add_argument("--config", default=None, help="a YAML config file (instead of --preset)")
     p.add_argument("--quality", type=float,
                    help="the rate knob, 0..100 (default from the preset, 50): higher gives a larger file of "
                         "higher quality; 20 points = 10x the weight of the rate in training")
     p.add_argument("--bits", type=int, help="bound the symbols to a BITS-bit alphabet (2..16), steps from each "
                                             "tensor's peak; without --quality, no rate term")
+    rate = p.add_argument_group("rate control (one of; without any, and without --preset/--config/--quality/--bits, "
+                                "a default target by frame size: 0.1 bpp up to 640x360, 0.05 up to 1280x720, "
+                                "0.03 above)")
+    rate.add_argument("--target-bpp", type=float, metavar="BPP", help="bits per pixel of the whole file")
+    rate.add_argument("--target-size", metavar="BYTES", help="file size: 250000, 250KB, 1.5MB, 64KiB...")
+    rate.add_argument("--bitrate", type=float, metavar="KBPS", help="kbit/s at the video's frame rate")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (network, rate, epochs, estimated time) "
+                                                           "and exit without fitting")
     p.add_argument("--time-budget", type=float, metavar="SECONDS",
                    help="fit the whole encode into this many seconds: the epochs are planned from steps timed on "
                         "this device, and each stage stops at its deadline")
@@ -86,7 +96,15 @@ def _compress(argv: Sequence[str] | None) -> int:
     from pipeline.files import check_output_path, write_atomically
     from pipeline.video_io import parse_frame_range, parse_size
 
+    from compress.ratecontrol import RateRequest
+
     preset = build_preset(args)
+    given = any(v is not None for v in (args.preset, args.config, args.quality, args.bits))
+    request = RateRequest(bpp=args.target_bpp, size=args.target_size, bitrate=args.bitrate)
+    if request == RateRequest() and not given:
+        request = RateRequest(default=True)
+    elif args.bits is not None and request != RateRequest():
+        raise InputError("a rate target chooses the steps; it cannot be combined with --bits")
     if args.time_budget is not None and not (args.time_budget > 0 and math.isfinite(args.time_budget)):
         raise InputError(f"--time-budget must be a positive number of seconds, got {args.time_budget:g}")
     frame_range = parse_frame_range(args.frames) if args.frames else None
@@ -96,10 +114,12 @@ def _compress(argv: Sequence[str] | None) -> int:
     try:
         result = compress_video(args.input, args.output, preset, frame_range=frame_range, size=size,
                                 device=args.device, resume=args.resume, progress=not args.quiet,
-                                time_budget=args.time_budget)
+                                time_budget=args.time_budget, rate=request, dry_run=args.dry_run)
     except FitInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if result is None:  # --dry-run: the plan is printed
+        return EXIT_OK
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
     ms = f"{result.ms_ssim:.4f}" if result.ms_ssim is not None else "n/a (frames under 161 px)"
     coding = [f"quality {result.quality:g}" if result.quality is not None else "no rate term"]
@@ -110,6 +130,10 @@ def _compress(argv: Sequence[str] | None) -> int:
     print(f"wrote {result.output}: {result.bytes:,} bytes, {result.bpp:.4f} bpp "
           f"({result.frames} frames of {result.width}x{result.height}, {result.parameters:,} parameters, "
           f"{', '.join(coding)})")
+    if result.target_bytes is not None:
+        print(f"rate target {result.target_asked}: {result.target_bytes:,} bytes; the file is "
+              f"{result.bytes / result.target_bytes - 1:+.1%} from it (width x{result.width_factor:g}, "
+              f"steps x{result.step_multiplier:.3g})")
     print(f"quality of the decoded frames: PSNR {result.psnr:.2f} dB, MS-SSIM {ms} "
           f"(fitted before pruning/quantization: {result.fit_psnr:.2f} dB)")
     budget = f" (budget {result.time_budget:g} s)" if result.time_budget is not None else ""

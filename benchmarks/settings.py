@@ -27,18 +27,20 @@ PIX_FMTS = ("yuv420p", "yuv444p")
 LOW_DELAY_PRESET = "medium"
 
 # What --quick and the default (full) run sweep; every item can be set by its own option.
+# E-NeRV's curve is the Pareto envelope of (network size, quality) pairs of the enerv-grid
+# ladder: small networks serve low rates, wide ones high rates (see the README's measurement).
 QUICK = {
-    "enerv_presets": ["enerv-cpu-s"],
-    "enerv_points": "8:0,6:0.2,6:0.4",
-    "budget_seconds": 150.0,
+    "enerv_presets": ["enerv-grid-xs", "enerv-grid-m", "enerv-grid-xl"],
+    "enerv_points": "40,60",
+    "budget_seconds": 300.0,
     "anchor_presets": ["medium"],
     "pix_fmts": list(PIX_FMTS),
     "low_delay": False,
     "crfs": [18, 26, 34, 42],
 }
 FULL = {
-    "enerv_presets": ["enerv-cpu-s", "enerv-cpu-m", "enerv-cpu-l"],  # those that exist
-    "enerv_points": "8:0,6:0.2,6:0.4,5:0.4",
+    "enerv_presets": ["enerv-grid-xs", "enerv-grid-s", "enerv-grid-m", "enerv-grid-l", "enerv-grid-xl"],
+    "enerv_points": "30,40,50,60,70",
     "budget_seconds": 0.0,
     "anchor_presets": ["medium", "veryslow"],
     "pix_fmts": list(PIX_FMTS),
@@ -78,10 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="output folder (its parent must exist)")
     p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated, of: " + ", ".join(CODECS))
     p.add_argument("--quick", action="store_true",
-                   help="a small sweep (about 10 minutes for the bundled clip on 2 CPU cores)")
+                   help="a small sweep (about 15 minutes for the bundled clip on 2 idle CPU cores)")
     g = p.add_argument_group("E-NeRV points")
     g.add_argument("--enerv-presets", help="comma-separated presets of cfgs/, one curve each "
-                                           "(default: enerv-cpu-s with --quick, else enerv-cpu-s,-m,-l)")
+                                           "(default: enerv-grid-xs,-m,-xl with --quick, else enerv-grid-xs,-s,-m,-l,-xl)")
     g.add_argument("--enerv-points", help=f"comma-separated points, each {POINT_SPEC}: the points of every preset's curve; "
                                           "they share one fit per preset and video "
                                           f"(default: {QUICK['enerv_points']} with --quick, "
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, help="fitting epochs instead of the preset's (fine-tune epochs scale along)")
     g.add_argument("--budget-seconds", type=float,
                    help="time budget per E-NeRV point: fewer epochs when the estimated fit + fine-tune time is "
-                        "longer, one factor for a whole curve (0 = none; default 150 with --quick, else none)")
+                        "longer, one factor for a whole curve (0 = none; default 300 with --quick, else none)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where E-NeRV fits and decodes")
     g = p.add_argument_group("anchors")
     g.add_argument("--crfs", help="comma-separated CRFs (default: 18,26,34,42 with --quick, else 18,22,...,46)")
@@ -179,7 +181,7 @@ def parse_settings(argv: list[str]) -> BenchSettings:
         if args.enerv_presets:
             names = split_list(args.enerv_presets, "--enerv-presets")
         else:
-            names = [n for n in defaults["enerv_presets"] if n in preset_names()] or ["enerv-cpu-s"]
+            names = [n for n in defaults["enerv_presets"] if n in preset_names()] or ["enerv-grid-m"]
         presets = tuple(with_fit_epochs(load_preset(name), args.epochs) for name in names)
         points = tuple(parse_point(item) for item in
                        split_list(args.enerv_points or defaults["enerv_points"], "--enerv-points"))

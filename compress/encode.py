@@ -30,7 +30,7 @@ from compress.quantize import (
     quantized_weights,
     scaled_steps,
 )
-from compress.ratecontrol import step_multiplier
+from compress.ratecontrol import RatePlan, RateRequest, RateTarget, plan_for_target, step_multiplier
 from compress.plan import estimate_seconds, lay_over_budget, measure_step_seconds, plan_lines
 from pipeline.bitstream import CodedTensor, SegmentSpan, StreamHeader, read_bitstream, write_bitstream
 from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality, override, section_to_dict
@@ -39,7 +39,8 @@ from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
 from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr, psnr_per_frame
 from pipeline.networks import build_network, count_parameters, network_with_weights
-from pipeline.quantization import dequantize
+from pipeline.presets import with_width
+from pipeline.quantization import QuantParams, dequantize
 from pipeline.render import render_frames, resolve_device
 from pipeline.stages import StageTimer
 from pipeline.video_io import probe_video, read_video
@@ -90,6 +91,8 @@ class CompressResult:
     segments: int = 1
     target_bytes: int | None = None  # the rate target, when one was asked for
     step_multiplier: float = 1.0  # the factor on every step that brought the file to the target
+    target_asked: str = ""  # how the target was asked for ("0.05 bpp", "250,000 bytes"...)
+    width_factor: float = 1.0  # rate control's factor on the preset's channels
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -405,6 +408,37 @@ def segment_spans(num_frames: int, segment_frames: int | None) -> list[SegmentSp
     return [SegmentSpan(first, min(segment_frames, num_frames - first)) for first in range(0, num_frames, segment_frames)]
 
 
+def overhead_bytes(network: NetworkConfig, width: int, height: int, num_frames: int, segments: int = 1) -> int:
+    """What a file of this network costs besides its weights' symbols: the header (measured on a
+    file of zero weights) and about 55 bytes of count tables per coded tensor (measured on the
+    grid presets' files: 2,016 bytes of header and side information for 28 tensors)."""
+    model = build_network(network)
+    coded = [CodedTensor(QuantParams(np.ones(1, np.float16)), np.zeros(p.shape, np.int32), None)
+             for p in model.parameters()]
+    header = StreamHeader(network, width, height, num_frames, 24.0, ENCODER_NAME, 0.0)
+    spans = segment_spans(num_frames, -(-num_frames // segments))
+    data = (write_bitstream(header, coded)[0] if len(spans) == 1
+            else write_bitstream(header, [coded] * len(spans), spans)[0])
+    return len(data) + 55 * len(coded) * len(spans)
+
+
+def preset_for_target(preset: CodecPreset, target: RateTarget, width: int, height: int, segment_frames: int,
+                      segments: int = 1, scale_width: bool = True) -> tuple[CodecPreset, RatePlan]:
+    """The preset with the width and the quality that rate control chose for ``target``."""
+    base = preset.network
+
+    def parameters_at(factor: float) -> int:
+        return count_parameters(build_network(resolve_network(with_width(preset, factor).network, width, height,
+                                                              segment_frames)))
+
+    scalable = scale_width and base.kind == "enerv-grid"
+    overhead = overhead_bytes(resolve_network(base, width, height, segment_frames), width, height,
+                              segment_frames * segments, segments)
+    plan = plan_for_target(preset, target, parameters_at, overhead, segments, scalable)
+    chosen = with_width(preset, plan.width)
+    return override(chosen, codec=replace(chosen.codec, quality=plan.quality)), plan
+
+
 def compress_frames(
     frames: np.ndarray,
     fps: float,
@@ -418,7 +452,8 @@ def compress_frames(
     source_id: str = "",
     time_budget: float | None = None,
     segment_frames: int | None = None,
-    target_bytes: int | None = None,
+    target: RateTarget | None = None,
+    scale_width: bool = True,
 ) -> tuple[bytes, CompressResult]:
     """Compresses uint8 RGB frames [T,H,W,3] and returns the bitstream's bytes and the measured result.
 
@@ -436,9 +471,10 @@ def compress_frames(
     taken for another source's. ``time_budget`` (seconds): every epoch count is scaled so that
     the whole encode fits in it, from steps timed on this device, and each stage stops at the
     last epoch boundary before its deadline. ``segment_frames``: cut the clip into segments of
-    that many frames, each its own network (None: one segment). ``target_bytes``: scale every
-    quantization step by one factor so that the file lands on this size (see
-    :mod:`compress.ratecontrol`; the network and the quality knob are the preset's).
+    that many frames, each its own network (None: one segment). ``target``: a file size to
+    land on (:mod:`compress.ratecontrol`): the network's width (unless not ``scale_width``) and
+    the quality knob are chosen for it, and every quantization step is then scaled by one
+    factor so that the file lands on it.
     """
     started = time.perf_counter()
     frames = _checked_frames(frames, fps)
@@ -450,6 +486,13 @@ def compress_frames(
     spans = segment_spans(T, segment_frames)
     if len(spans) > 1 and checkpoint is not None:
         raise ValueError("checkpoints are kept per segment by compress_video; compress_frames takes none with segments")
+    rate_plan = None
+    if target is not None:
+        preset, rate_plan = preset_for_target(preset, target, W, H, spans[0].count, len(spans), scale_width)
+        if progress:
+            print(f"rate: target {target.asked} = {target.bytes:,} bytes; network width x{rate_plan.width:g} "
+                  f"({rate_plan.parameters:,} parameters), quality {rate_plan.quality:g}", file=sys.stderr)
+    target_bytes = target.bytes if target is not None else None
     network = resolve_network(preset.network, W, H, spans[0].count)
     dev = resolve_device(device)
     segments = []
@@ -465,6 +508,8 @@ def compress_frames(
     data, result = assemble(segments, network, W, H, T, fps, lambda span: frames[span.first : span.stop], dev,
                             target_bytes=target_bytes)
     codec = preset.codec
+    if rate_plan is not None:
+        result = replace(result, width_factor=rate_plan.width, target_asked=target.asked)
     return data, replace(result, preset=preset.name, quality=codec.quality, bits=codec.bits,
                          prune_ratio=codec.prune_ratio, seconds=time.perf_counter() - started, time_budget=time_budget)
 
@@ -570,11 +615,14 @@ def compress_video(
     progress: bool = True,
     fit_cache: Path | None = None,
     time_budget: float | None = None,
-) -> CompressResult:
+    rate: RateRequest | None = None,
+    dry_run: bool = False,
+) -> CompressResult | None:
     """Reads a video, compresses it with :func:`compress_frames` and writes the ``.bin`` atomically.
 
     The fitting checkpoint is ``OUTPUT.ckpt`` (``resume`` continues from it); it is removed
-    once the file is written.
+    once the file is written. ``rate``: a target, resolved with the video's size, length and
+    frame rate. ``dry_run``: print the plan and return None, writing nothing.
     """
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
@@ -591,12 +639,43 @@ def compress_video(
         else:
             resolve_network(preset.network, *size)
         video = read_video(source, frame_range=frame_range, size=size)
+    T, H, W = video.frames.shape[:3]
+    target = rate.target(W, H, T, video.info.fps) if rate is not None else None
+    if dry_run:
+        for line in plan_encode(video.frames, preset, device=device, time_budget=time_budget, target=target):
+            print(line, file=sys.stderr)
+        return None
     data, result = compress_frames(video.frames, video.info.fps, preset, device=device, progress=progress,
                                    fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
-                                   source_id=str(source.resolve()), time_budget=time_budget)
+                                   source_id=str(source.resolve()), time_budget=time_budget, target=target)
     with timer.stage("write"):
         write_atomically(output, data)
     checkpoint.unlink(missing_ok=True)
     stages = {"read": round(timer.seconds["read"], 3), **result.stage_seconds,
               "write": round(timer.seconds["write"], 3)}
     return replace(result, output=str(output), seconds=result.seconds + timer.total, stage_seconds=stages)
+
+
+def plan_encode(frames: np.ndarray, preset: CodecPreset, *, device: str = "auto", time_budget: float | None = None,
+                target: RateTarget | None = None, segment_frames: int | None = None) -> list[str]:
+    """The plan that :func:`compress_frames` would print, from steps timed on this device; no fitting."""
+    T, H, W = frames.shape[:3]
+    spans = segment_spans(T, segment_frames)
+    lines = []
+    if target is not None:
+        preset, plan = preset_for_target(preset, target, W, H, spans[0].count, len(spans))
+        lines.append(f"plan: rate target {target.asked} = {target.bytes:,} bytes; network width x{plan.width:g}, "
+                     f"quality {plan.quality:g}")
+    dev = resolve_device(device)
+    torch.manual_seed(preset.fit.seed)
+    model = build_network(resolve_network(preset.network, W, H, spans[0].count)).to(dev)
+    count = spans[0].count
+    clip = Clip.from_numpy(frames[:count], dev)
+    steps = measure_step_seconds(model, clip, preset)
+    if time_budget is not None:
+        preset = lay_over_budget(preset, steps, count, time_budget * count / T)
+    estimate = estimate_seconds(preset, steps, count) * len(spans)
+    lines += plan_lines(preset, count_parameters(model), count, W, H, dev, steps, estimate, time_budget)
+    if len(spans) > 1:
+        lines.append(f"plan: {len(spans)} segments of up to {count} frames, each its own network")
+    return lines

@@ -101,13 +101,6 @@ def lay_over_budget(preset: CodecPreset, steps: StepSeconds, num_frames: int, bu
 LONG_CPU_RUN = 30 * 60.0  # seconds: beyond this a CPU run without a budget says so
 
 
-def expected_bits_per_parameter(lam: float) -> float:
-    """Coded bits per weight that the rate term at ``lam`` tends to give: an empirical fit of the
-    CPU presets on the bundled clip (3.3-3.5 at lambda 0.01, 2.3 at 0.1, 1.2 at 1). The file
-    lands where its content puts it; rate control corrects for the difference."""
-    return min(8.0, max(0.8, 3.4 - math.log10(lam / 0.01)))
-
-
 def _duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.0f} s"
@@ -120,13 +113,15 @@ def plan_lines(preset: CodecPreset, parameters: int, frames: int, width: int, he
                steps: StepSeconds, estimate: float, time_budget: float | None) -> list[str]:
     """The plan printed before fitting: network, rate, epochs, device and the estimated time."""
     from compress.fit import uses_bf16
+    from compress.ratecontrol import bits_per_parameter
     from pipeline.config import lambda_for_quality
 
     codec = preset.codec
     pixels = frames * width * height
     if codec.quality is not None:
         lam = lambda_for_quality(codec.quality)
-        rate = f"quality {codec.quality:g} (lambda {lam:.3g}): about {parameters * expected_bits_per_parameter(lam) / pixels:.3g} bpp"
+        rate = (f"quality {codec.quality:g} (lambda {lam:.3g}): about "
+                f"{parameters * bits_per_parameter(codec.quality) / pixels:.3g} bpp")
     else:
         rate = f"{codec.bits}-bit alphabet, no rate term"
     precision = "bf16" if uses_bf16(device, preset.fit.precision) else "float32"

@@ -1,4 +1,12 @@
-"""Rate targets: what a user asks for (a size, a bitrate, bits per pixel) as a number of bytes.
+"""Rate control: a target (a size, a bitrate, bits per pixel) in bytes, the network and the
+quality knob chosen for it, and the one factor on every step that lands the file on it.
+
+How a target is met, in three steps: (1) before fitting, the network's width and the quality
+knob are chosen from an empirical model of the bits a weight costs at each quality
+(:func:`bits_per_parameter`), at the quality that serves the rate best (:data:`SWEET_QUALITY`);
+(2) after the rate-distortion fine-tune, every step is scaled by one factor, found by bisection
+on the real coded size (:func:`step_multiplier`), and the rounding fine-tune adapts the weights
+to that grid; (3) the assembled file is corrected the same way over all its segments.
 
 ``--target-size`` takes bytes with an optional suffix: ``k``/``KB`` = 1000, ``KiB`` = 1024,
 ``M``/``MB`` = 10^6, ``MiB`` = 2^20 (``G``/``GB``/``GiB`` likewise). ``--bitrate`` is in kbit/s
@@ -11,6 +19,7 @@ import math
 import re
 from dataclasses import dataclass
 
+from pipeline.config import CodecPreset
 from pipeline.errors import InputError
 
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMgG]?)(i?)([bB]?)\s*")
@@ -99,3 +108,96 @@ def step_multiplier(size_at, target_bytes: int, *, tolerance: float = 0.03, iter
             if size >= (1 - tolerance) * target_bytes:
                 break
     return math.exp(hi)
+
+
+# The quality at which a network of the enerv-grid family gives the best PSNR for its rate on
+# the benchmark clips (the Pareto envelope of size x quality, see the README); a target is met
+# by choosing the width that reaches it at this quality.
+SWEET_QUALITY = 50.0
+QUALITY_RANGE = (10.0, 90.0)
+WIDTH_RANGE = (0.25, 6.0)
+BITS_AT_50, BITS_PER_DECADE = 3.4, 1.0
+
+
+def bits_per_parameter(quality: float) -> float:
+    """Coded bits per weight that the rate term tends to give at ``quality`` (empirical)."""
+    return min(10.0, max(0.6, BITS_AT_50 + BITS_PER_DECADE * (quality - 50.0) / 20.0))
+
+
+def quality_for_bits(bits: float) -> float:
+    """The inverse of :func:`bits_per_parameter`, clamped to :data:`QUALITY_RANGE`."""
+    q = 50.0 + 20.0 * (bits - BITS_AT_50) / BITS_PER_DECADE
+    return min(QUALITY_RANGE[1], max(QUALITY_RANGE[0], q))
+
+
+@dataclass(frozen=True)
+class RatePlan:
+    """The network width and the quality chosen for a target."""
+
+    target: RateTarget
+    width: float  # factor on the base preset's channels (1: as the preset is)
+    quality: float
+    parameters: int  # of one segment's network
+    weight_bytes: int  # the target minus the file's header and side information
+
+
+def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, overhead_bytes: int,
+                    segments: int = 1, scalable: bool = True) -> RatePlan:
+    """Chooses the width and the quality for ``target``.
+
+    ``parameters_at(width)``: one segment's parameter count at that width; ``overhead_bytes``:
+    what the file costs besides the weights; ``segments``: networks in the file. Without
+    ``scalable`` only the quality is chosen.
+    """
+    weight_bytes = target.bytes - overhead_bytes
+    if weight_bytes <= 0:
+        raise InputError(f"the target ({target.asked}, {target.bytes:,} bytes) leaves nothing for the weights "
+                         f"after the file's header and side information ({overhead_bytes:,} bytes)")
+    wanted = 8.0 * weight_bytes / (segments * bits_per_parameter(SWEET_QUALITY))  # parameters per network
+    width = 1.0
+    if scalable:
+        lo, hi = WIDTH_RANGE
+        if parameters_at(lo) >= wanted:
+            width = lo
+        elif parameters_at(hi) <= wanted:
+            width = hi
+        else:
+            for _ in range(30):  # bisection on log width: parameters grow with width
+                mid = math.sqrt(lo * hi)
+                lo, hi = (mid, hi) if parameters_at(mid) < wanted else (lo, mid)
+            width = round(math.sqrt(lo * hi), 3)
+    parameters = parameters_at(width)
+    quality = round(quality_for_bits(8.0 * weight_bytes / (segments * parameters)), 1)
+    return RatePlan(target, width, quality, parameters, weight_bytes)
+
+
+def default_target_bpp(width: int, height: int) -> float:
+    """The target of a plain ``enerv-compress in -o out``: bits per pixel by frame size, falling
+    as frames grow (larger frames code with fewer bits per pixel at the same look)."""
+    pixels = width * height
+    if pixels <= 640 * 360:
+        return 0.1
+    if pixels <= 1280 * 720:
+        return 0.05
+    return 0.03
+
+
+
+
+@dataclass(frozen=True)
+class RateRequest:
+    """A target as given on the command line, before the video's size is known; ``default``:
+    none given, use :func:`default_target_bpp`."""
+
+    bpp: float | None = None
+    size: str | None = None
+    bitrate: float | None = None
+    default: bool = False
+
+    def target(self, width: int, height: int, frames: int, fps: float) -> RateTarget | None:
+        bpp = default_target_bpp(width, height) if self.default else self.bpp
+        found = rate_target(bpp=bpp, size=self.size, bitrate=self.bitrate, width=width, height=height,
+                            frames=frames, fps=fps)
+        if found is not None and self.default:
+            found = RateTarget(found.bytes, f"{bpp:g} bpp (the default for {width}x{height})")
+        return found

@@ -39,3 +39,23 @@ def with_codec_settings(preset: CodecPreset, settings: Mapping[str, Any]) -> Cod
     if unknown:
         raise InputError(f"unknown codec setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     return override(preset, codec=replace(preset.codec, **settings))
+
+
+def with_width(preset: CodecPreset, factor: float) -> CodecPreset:
+    """The preset's network with its channel counts times ``factor`` (rounded, at least 1).
+
+    For ``enerv-grid`` networks: the stem width, the lower bound of the stage widths, the
+    temporal modulation and the grids' channels; the parameter count grows about as the
+    square of ``factor``. Other kinds are returned as they are (their structure is the paper's).
+    """
+    if factor == 1.0 or preset.network.kind != "enerv-grid":
+        return preset
+    net = preset.network
+
+    def scaled(value: int) -> int:
+        return max(1, round(value * factor))
+
+    network = replace(net, fc_dim=scaled(net.fc_dim), lower_width=scaled(net.lower_width), mod_dim=scaled(net.mod_dim),
+                      time_grid_channels=tuple(scaled(c) for c in net.time_grid_channels),
+                      space_grid_channels=tuple(scaled(c) for c in net.space_grid_channels))
+    return replace(preset, network=network)

@@ -126,3 +126,17 @@ def test_bad_frames_are_refused_before_any_work(case, fits):
 def test_resume_without_a_checkpoint_is_refused(frames, tmp_path):
     with pytest.raises(InputError, match="--resume"):
         compress_frames(frames, 24.0, TINY, checkpoint=tmp_path / "x.ckpt", resume=True, progress=False)
+
+
+def test_a_rate_target_is_met_within_ten_percent(frames):
+    from compress.ratecontrol import RateTarget
+
+    _, natural = compress_frames(frames, 24.0, TINY, progress=False)
+    qualities = []
+    for share in (0.6, 1.3):
+        wanted = round(natural.bytes * share)
+        data, result = compress_frames(frames, 24.0, TINY, progress=False, target=RateTarget(wanted, f"{wanted} B"))
+        assert abs(len(data) / wanted - 1) <= 0.10, (share, len(data), wanted)
+        assert result.target_bytes == wanted and result.bytes == len(data)
+        qualities.append(result.quality)
+    assert qualities[0] < qualities[1]  # the same network: the knob moves with the target
