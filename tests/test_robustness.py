@@ -17,7 +17,7 @@ import pytest
 import cli
 from pipeline.files import write_atomically
 from decompress.decode import decode_frames, read_file_bytes
-from pipeline.bitstream import read_bitstream
+from pipeline.bitstream import read_bitstream, write_bitstream
 from pipeline.quantization import dequantize
 from pipeline.video_io import ffmpeg_binary, write_video
 from tests.conftest import smooth_clip
@@ -115,9 +115,9 @@ def test_fuzzed_bitstreams_are_all_refused_thousands(capsys, tmp_path):
     assert result["cases"] >= 20_000
 
 
-def _forge(edit) -> bytes:
-    """The golden file with its JSON metadata edited and a valid checksum."""
-    data = GOLDEN.read_bytes()
+def _forge(edit, golden: Path = GOLDEN) -> bytes:
+    """A golden file with its JSON metadata edited and a valid checksum."""
+    data = golden.read_bytes()
     (header_len,) = struct.unpack("<I", data[6:10])
     header = data[10 : 10 + header_len]
     length, pos, shift = 0, 0, 0
@@ -322,3 +322,60 @@ def test_bad_inputs_are_refused_in_one_line(capsys, tmp_path):
         err = capsys.readouterr().err
         _assert_refused(code, err, out, name)
         assert time.perf_counter() - start < 30, name
+
+
+# --- format version 2: segments ------------------------------------------------------------------
+
+GOLDEN_V2 = DATA / "golden_v2.bin"
+
+
+def test_golden_v2_decodes_to_its_hashes_and_rewrites_to_its_bytes():
+    """A two-segment file of an enerv-grid network: the weights of every segment as recorded,
+    and the writer of today gives the same bytes for the same symbols (the format is stable)."""
+    golden = json.loads((DATA / "golden_v2.json").read_text())
+    data = GOLDEN_V2.read_bytes()
+    assert hashlib.sha256(data).hexdigest() == golden["file_sha256"]
+    parsed = read_bitstream(data)
+    assert parsed.version == 2 and [[s.span.first, s.span.count] for s in parsed.segments] == golden["segments"]
+    for segment, expected in zip(parsed.segments, golden["weights_sha256"]):
+        hashes = {name: hashlib.sha256(np.ascontiguousarray(dequantize(t.symbols, t.params).astype("<f4")).tobytes())
+                  .hexdigest() for (name, _), t in zip(parsed.shapes, segment.tensors)}
+        assert hashes == expected
+    rewritten, _ = write_bitstream(parsed.header, [s.tensors for s in parsed.segments],
+                                   [s.span for s in parsed.segments])
+    assert rewritten == data
+
+
+def test_golden_v2_decodes_only_the_segment_asked_for(tmp_path):
+    parsed = read_bitstream(GOLDEN_V2.read_bytes(), frames=range(5, 6))
+    assert parsed.segments[0].tensors is None and parsed.segments[1].tensors is not None
+    whole = decode_frames(GOLDEN_V2.read_bytes()).frames
+    part = decode_frames(GOLDEN_V2.read_bytes(), (5, 7)).frames
+    np.testing.assert_array_equal(whole[5:7], part)
+
+
+IMPOSSIBLE_V2 = {
+    "no segment table": lambda meta: meta.pop("segments"),
+    "segments not a list": _set(None, "segments", "all"),
+    "empty segment table": _set(None, "segments", []),
+    "a gap between segments": _set(None, "segments", [[0, 3], [4, 3]]),
+    "overlapping segments": _set(None, "segments", [[0, 4], [3, 4]]),
+    "segments short of the video": _set(None, "segments", [[0, 4], [4, 2]]),
+    "a segment of no frames": _set(None, "segments", [[0, 7], [7, 0]]),
+    "a segment entry of text": _set(None, "segments", [[0, 4], ["4", 3]]),
+    "more segments than frames": _set(None, "segments", [[i, 1] for i in range(8)]),
+    "one segment for two networks": _set(None, "segments", [[0, 7]]),
+    "estimate is text": _set(None, "estimated_weight_bytes", "lots"),
+    "estimate is negative": _set(None, "estimated_weight_bytes", -5),
+    "grid knots missing": lambda meta: meta["network"].pop("time_grid_knots"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPOSSIBLE_V2))
+def test_v2_valid_checksum_with_impossible_header_is_refused(capsys, tmp_path, case):
+    path = tmp_path / "forged.bin"
+    path.write_bytes(_forge(IMPOSSIBLE_V2[case], GOLDEN_V2))
+    out = tmp_path / "out.mkv"
+    code, err, elapsed = _decompress(capsys, path, out)
+    _assert_refused(code, err, out, case)
+    assert elapsed < 10
