@@ -18,6 +18,7 @@ from pathlib import Path
 from benchmarks.anchors import X264, match_size
 from benchmarks.codec import SourceClip
 from compress.encode import compress_frames
+from compress.ratecontrol import RateRequest
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.cli_common import run_command
 from pipeline.config import load_preset
@@ -28,7 +29,8 @@ from pipeline.video_io import read_video, write_video
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "data" / "bunny_320x180_48f.mkv"
 OUT = ROOT / "demo_out"
-PRESET = "enerv-cpu-s"
+PRESET = "enerv-grid-m"  # what a plain enerv-compress runs: this family at the default target
+TARGET_BPP = None  # None: the default target for the clip's frame size
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,19 +39,23 @@ def main(argv: list[str] | None = None) -> int:
     source = read_video(CLIP)
     T, H, W = source.frames.shape[:3]
     print(f"demo: {CLIP.name}, {T} frames of {W}x{H} (Big Buck Bunny, CC-BY 3.0 Blender Foundation)")
+    request = RateRequest(default=True) if TARGET_BPP is None else RateRequest(bpp=TARGET_BPP)
+    target = request.target(W, H, T, source.info.fps)
     print(f"preset {PRESET}: {preset.fit.epochs} fitting epochs + {preset.codec.rd_epochs} rate-distortion "
-          f"+ {preset.codec.qat_epochs} on the rounded grid, quality {preset.codec.quality:g}\n")
+          f"+ {preset.codec.qat_epochs} on the rounded grid; rate target {target.asked}\n")
     sys.stdout.flush()
 
     bin_path, json_path, decoded_path = OUT / "bunny.bin", OUT / "bunny.json", OUT / "bunny_decoded.mkv"
     start = time.perf_counter()
-    data, result = compress_frames(source.frames, source.info.fps, preset, source_id=str(CLIP.resolve()))
+    data, result = compress_frames(source.frames, source.info.fps, preset, source_id=str(CLIP.resolve()),
+                                   target=target)
     write_atomically(bin_path, data)
     encode_seconds = time.perf_counter() - start
     result = replace(result, output=str(bin_path))
     write_atomically(json_path, (json.dumps(result.to_json(), indent=2) + "\n").encode())
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
-    print(f"wrote {bin_path}: {result.bytes:,} bytes, {result.bpp:.4f} bpp ({result.parameters:,} parameters, "
+    print(f"wrote {bin_path}: {result.bytes:,} bytes, {result.bpp:.4f} bpp, {result.bytes / target.bytes - 1:+.1%} "
+          f"from the target ({result.parameters:,} parameters, width x{result.width_factor:g}, "
           f"quality {result.quality:g}); {stages}")
 
     start = time.perf_counter()
