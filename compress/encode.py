@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
+from compress.parallel import SINGLE, Ranks
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
 from compress.quantize import (
     NOISE,
@@ -42,7 +43,6 @@ from pipeline.networks import build_network, count_parameters, network_with_weig
 from pipeline.quantization import dequantize
 from pipeline.render import render_frames, resolve_device
 from pipeline.stages import StageTimer
-from pipeline.video_io import probe_video, read_video
 
 ENCODER_NAME = "enerv-codec 0.1.0"
 
@@ -570,33 +570,64 @@ def compress_video(
     progress: bool = True,
     fit_cache: Path | None = None,
     time_budget: float | None = None,
-) -> CompressResult:
-    """Reads a video, compresses it with :func:`compress_frames` and writes the ``.bin`` atomically.
+    segment_frames: int | None = None,
+    ranks: Ranks = SINGLE,
+) -> CompressResult | None:
+    """Reads a video, compresses it and writes the ``.bin`` atomically.
 
-    The fitting checkpoint is ``OUTPUT.ckpt`` (``resume`` continues from it); it is removed
-    once the file is written.
+    The clip is cut into segments of ``segment_frames`` frames (None: one segment when the clip
+    is short, else the memory-bound default of :func:`compress.segments.default_segment_frames`).
+    One segment is read whole and goes through :func:`compress_frames`; its fitting checkpoint is
+    ``OUTPUT.ckpt``. Longer clips are read one segment at a time (:mod:`compress.segments`), so
+    memory is bounded by a segment; their checkpoints are the folder ``OUTPUT.ckpt.d``, one file
+    per finished segment, which ``resume`` skips. Checkpoints are removed once the file is
+    written. ``ranks`` (:mod:`compress.parallel`): this process's share of the segments in a
+    torchrun job; rank 0 writes the file and returns the result, the other ranks return None.
     """
+    from compress import segments as cut  # it builds on this module
+
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
-    checkpoint = output.with_name(output.name + ".ckpt")
-    if resume:
-        _require_checkpoint(checkpoint)
     timer = StageTimer()
     with timer.stage("read"):
-        # An unservable size is refused before the whole clip is decoded: from the requested
-        # size, or else from the one probe of the source.
-        if size is None:
-            probed = probe_video(source)
-            resolve_network(preset.network, probed.width, probed.height)
-        else:
-            resolve_network(preset.network, *size)
-        video = read_video(source, frame_range=frame_range, size=size)
-    data, result = compress_frames(video.frames, video.info.fps, preset, device=device, progress=progress,
-                                   fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
-                                   source_id=str(source.resolve()), time_budget=time_budget)
-    with timer.stage("write"):
-        write_atomically(output, data)
-    checkpoint.unlink(missing_ok=True)
+        plan, frames = cut.plan_segments(source, preset, frame_range=frame_range, size=size,
+                                         segment_frames=segment_frames)
+    if ranks.leader:
+        cut.notice_other_streams(plan)
+    network = cut.network_for(plan, preset)
+    cut.check_disk_space(output.parent, cut.parameters_of(network), len(plan.spans), ranks.local_world)
+    if frames is not None:
+        if not ranks.leader:
+            return None
+        checkpoint = output.with_name(output.name + ".ckpt")
+        if resume:
+            _require_checkpoint(checkpoint)
+        data, result = compress_frames(frames, plan.fps, preset, device=device, progress=progress,
+                                       fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
+                                       source_id=str(source.resolve()), time_budget=time_budget)
+        with timer.stage("write"):
+            write_atomically(output, data)
+        checkpoint.unlink(missing_ok=True)
+    else:
+        store = cut.SegmentStore(output.with_name(output.name + ".ckpt.d"),
+                                 cut.SegmentStore.key_of(plan, preset, network, resolve_device(device), time_budget))
+        store.open(resume)
+        started = time.perf_counter()
+        encoded = cut.encode_owned(plan, preset, store, device=device, resume=resume, progress=progress,
+                                   fit_cache=fit_cache, time_budget=time_budget, ranks=ranks)
+        gathered = ranks.gather(encoded)
+        written = False
+        try:
+            if gathered is not None:
+                data, result = cut.assemble_planned(plan, preset, gathered, device=device, time_budget=time_budget,
+                                                    started=started)
+                with timer.stage("write"):
+                    write_atomically(output, data)
+                written = True
+        finally:
+            cut.finish_store(store, plan, ranks, written)
+        if gathered is None:
+            return None
     stages = {"read": round(timer.seconds["read"], 3), **result.stage_seconds,
               "write": round(timer.seconds["write"], 3)}
     return replace(result, output=str(output), seconds=result.seconds + timer.total, stage_seconds=stages)
