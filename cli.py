@@ -24,8 +24,21 @@ DEFAULT_PRESET = "enerv-cpu-s"
 # --- enerv-compress -------------------------------------------------------------------------
 
 
+_COMPRESS_EPILOG = """\
+long videos: a clip longer than a segment is read and encoded one segment at a time; its
+checkpoints are the folder OUTPUT.ckpt.d (one file per finished segment, for --resume).
+
+several processes share out the segments when launched by torchrun (same bytes as one):
+  torchrun --standalone --nproc_per_node N $(which enerv-compress) in.mp4 -o out.bin
+  (several machines: --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT instead of --standalone)
+
+exit status: 0 success, 1 internal error, 2 bad input or options, 130 interrupted (rerun with --resume)
+"""
+
+
 def _compress_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).")
+    p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).",
+                           epilog=_COMPRESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="video file, PNG pattern (frames/%%05d.png) or folder of PNGs")
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None, help=f"a preset of cfgs/ (default {DEFAULT_PRESET})")

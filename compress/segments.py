@@ -290,7 +290,7 @@ def encode_owned(plan: SegmentPlan, preset: CodecPreset, store: SegmentStore, *,
                                       progress=progress and ranks.leader, fit_cache=fit_cache,
                                       checkpoint=store.fit_checkpoint(index), resume=resume, source_id=source_id,
                                       time_budget=budget)
-        except FitInterrupted:
+        except (FitInterrupted, KeyboardInterrupt):  # wherever it lands, the finished segments are kept
             raise FitInterrupted(store.folder) from None
         store.keep(index, encoding)
         encoded.append((index, encoding))
