@@ -25,8 +25,21 @@ DEFAULT_PRESET = "enerv-grid-m"
 # --- enerv-compress -------------------------------------------------------------------------
 
 
+_COMPRESS_EPILOG = """\
+long videos: a clip longer than a segment is read and encoded one segment at a time; its
+checkpoints are the folder OUTPUT.ckpt.d (one file per finished segment, for --resume).
+
+several processes share out the segments when launched by torchrun (same bytes as one):
+  torchrun --standalone --nproc_per_node N $(which enerv-compress) in.mp4 -o out.bin
+  (several machines: --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT instead of --standalone)
+
+exit status: 0 success, 1 internal error, 2 bad input or options, 130 interrupted (rerun with --resume)
+"""
+
+
 def _compress_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).")
+    p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).",
+                           epilog=_COMPRESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", help="video file, PNG pattern (frames/%%05d.png) or folder of PNGs")
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None,
@@ -59,6 +72,10 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, help="peak learning rate")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--frames", help="frame range A:B (half-open) to encode")
+    p.add_argument("--segment-frames", type=non_negative_int, metavar="N",
+                   help="cut the clip into segments of N frames, each its own network, read from the input one "
+                        "at a time (default: one segment when the clip is short, otherwise as many frames as fit "
+                        "in 2 GiB as float32 RGB, at most 300)")
     p.add_argument("--size", help="resize to WxH while reading")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--json", help="also write the summary to this JSON file")
@@ -92,6 +109,7 @@ def _compress(argv: Sequence[str] | None) -> int:
     args = _compress_parser().parse_args(argv)
     from compress.encode import compress_video
     from compress.fit import FitInterrupted
+    from compress.parallel import process_group
     from pipeline.errors import InputError
     from pipeline.files import check_output_path, write_atomically
     from pipeline.video_io import parse_frame_range, parse_size
@@ -111,14 +129,19 @@ def _compress(argv: Sequence[str] | None) -> int:
     size = parse_size(args.size) if args.size else None
     if args.json:
         check_output_path(Path(args.json), [Path(args.input), Path(args.output)])
+    if args.segment_frames == 0:
+        raise InputError("--segment-frames must be at least 1")
     try:
-        result = compress_video(args.input, args.output, preset, frame_range=frame_range, size=size,
-                                device=args.device, resume=args.resume, progress=not args.quiet,
-                                time_budget=args.time_budget, rate=request, dry_run=args.dry_run)
+        # Under torchrun (WORLD_SIZE > 1) the processes share out the segments; rank 0 reports.
+        with process_group(args.device) as (ranks, device):
+            result = compress_video(args.input, args.output, preset, frame_range=frame_range, size=size,
+                                    device=device, resume=args.resume, progress=not args.quiet,
+                                    time_budget=args.time_budget, segment_frames=args.segment_frames, ranks=ranks,
+                                    rate=request, dry_run=args.dry_run)
     except FitInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if result is None:  # --dry-run: the plan is printed
+    if result is None:  # --dry-run (the plan is printed), or a rank other than 0
         return EXIT_OK
     stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
     ms = f"{result.ms_ssim:.4f}" if result.ms_ssim is not None else "n/a (frames under 161 px)"

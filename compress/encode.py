@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
+from compress.parallel import SINGLE, Ranks
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
 from compress.quantize import (
     NOISE,
@@ -43,7 +44,6 @@ from pipeline.presets import with_width
 from pipeline.quantization import QuantParams, dequantize
 from pipeline.render import render_frames, resolve_device
 from pipeline.stages import StageTimer
-from pipeline.video_io import probe_video, read_video
 
 ENCODER_NAME = "enerv-codec 0.1.0"
 
@@ -615,55 +615,101 @@ def compress_video(
     progress: bool = True,
     fit_cache: Path | None = None,
     time_budget: float | None = None,
+    segment_frames: int | None = None,
+    ranks: Ranks = SINGLE,
     rate: RateRequest | None = None,
     dry_run: bool = False,
 ) -> CompressResult | None:
-    """Reads a video, compresses it with :func:`compress_frames` and writes the ``.bin`` atomically.
+    """Reads a video, compresses it and writes the ``.bin`` atomically.
 
-    The fitting checkpoint is ``OUTPUT.ckpt`` (``resume`` continues from it); it is removed
-    once the file is written. ``rate``: a target, resolved with the video's size, length and
-    frame rate. ``dry_run``: print the plan and return None, writing nothing.
+    The clip is cut into segments of ``segment_frames`` frames (None: one segment when the clip
+    is short, else the memory-bound default of :func:`compress.segments.default_segment_frames`).
+    One segment is read whole and goes through :func:`compress_frames`; its fitting checkpoint is
+    ``OUTPUT.ckpt``. Longer clips are read one segment at a time (:mod:`compress.segments`), so
+    memory is bounded by a segment; their checkpoints are the folder ``OUTPUT.ckpt.d``, one file
+    per finished segment, which ``resume`` skips. Checkpoints are removed once the file is
+    written. ``ranks`` (:mod:`compress.parallel`): this process's share of the segments in a
+    torchrun job; rank 0 writes the file and returns the result, the other ranks return None.
+    ``rate``: a target, resolved with the video's size, length and frame rate (one network
+    width and quality for all segments, one step factor over the whole file). ``dry_run``:
+    print the plan and return None, writing nothing.
     """
+    from compress import segments as cut  # it builds on this module
+
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
-    checkpoint = output.with_name(output.name + ".ckpt")
-    if resume:
-        _require_checkpoint(checkpoint)
     timer = StageTimer()
     with timer.stage("read"):
-        # An unservable size is refused before the whole clip is decoded: from the requested
-        # size, or else from the one probe of the source.
-        if size is None:
-            probed = probe_video(source)
-            resolve_network(preset.network, probed.width, probed.height)
-        else:
-            resolve_network(preset.network, *size)
-        video = read_video(source, frame_range=frame_range, size=size)
-    T, H, W = video.frames.shape[:3]
-    target = rate.target(W, H, T, video.info.fps) if rate is not None else None
+        plan, frames = cut.plan_segments(source, preset, frame_range=frame_range, size=size,
+                                         segment_frames=segment_frames)
+    if ranks.leader:
+        cut.notice_other_streams(plan)
+    target = rate.target(plan.width, plan.height, plan.num_frames, plan.fps) if rate is not None else None
     if dry_run:
-        for line in plan_encode(video.frames, preset, device=device, time_budget=time_budget, target=target):
-            print(line, file=sys.stderr)
+        if ranks.leader:
+            sample = frames if frames is not None else plan.read(plan.spans[0])
+            for line in plan_encode(sample, preset, device=device, time_budget=time_budget, target=target,
+                                    segments=len(plan.spans), total_frames=plan.num_frames):
+                print(line, file=sys.stderr)
         return None
-    data, result = compress_frames(video.frames, video.info.fps, preset, device=device, progress=progress,
-                                   fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
-                                   source_id=str(source.resolve()), time_budget=time_budget, target=target)
-    with timer.stage("write"):
-        write_atomically(output, data)
-    checkpoint.unlink(missing_ok=True)
+    rate_plan = None
+    if target is not None and frames is None:  # several segments: one width and quality for all
+        preset, rate_plan = preset_for_target(preset, target, plan.width, plan.height, plan.spans[0].count,
+                                              len(plan.spans))
+        if progress and ranks.leader:
+            print(f"rate: target {target.asked} = {target.bytes:,} bytes; network width x{rate_plan.width:g} "
+                  f"({rate_plan.parameters:,} parameters a segment), quality {rate_plan.quality:g}", file=sys.stderr)
+    network = cut.network_for(plan, preset)
+    cut.check_disk_space(output.parent, cut.parameters_of(network), len(plan.spans), ranks.local_world)
+    if frames is not None:
+        if not ranks.leader:
+            return None
+        checkpoint = output.with_name(output.name + ".ckpt")
+        if resume:
+            _require_checkpoint(checkpoint)
+        data, result = compress_frames(frames, plan.fps, preset, device=device, progress=progress,
+                                       fit_cache=fit_cache, checkpoint=checkpoint, resume=resume,
+                                       source_id=str(source.resolve()), time_budget=time_budget, target=target)
+        with timer.stage("write"):
+            write_atomically(output, data)
+        checkpoint.unlink(missing_ok=True)
+    else:
+        store = cut.SegmentStore(output.with_name(output.name + ".ckpt.d"),
+                                 cut.SegmentStore.key_of(plan, preset, network, resolve_device(device), time_budget))
+        store.open(resume)
+        started = time.perf_counter()
+        encoded = cut.encode_owned(plan, preset, store, device=device, resume=resume, progress=progress,
+                                   fit_cache=fit_cache, time_budget=time_budget, ranks=ranks)
+        gathered = ranks.gather(encoded)
+        written = False
+        try:
+            if gathered is not None:
+                data, result = cut.assemble_planned(plan, preset, gathered, device=device, time_budget=time_budget,
+                                                    started=started, target=target)
+                if rate_plan is not None:
+                    result = replace(result, width_factor=rate_plan.width, target_asked=target.asked)
+                with timer.stage("write"):
+                    write_atomically(output, data)
+                written = True
+        finally:
+            cut.finish_store(store, plan, ranks, written)
+        if gathered is None:
+            return None
     stages = {"read": round(timer.seconds["read"], 3), **result.stage_seconds,
               "write": round(timer.seconds["write"], 3)}
     return replace(result, output=str(output), seconds=result.seconds + timer.total, stage_seconds=stages)
 
 
 def plan_encode(frames: np.ndarray, preset: CodecPreset, *, device: str = "auto", time_budget: float | None = None,
-                target: RateTarget | None = None, segment_frames: int | None = None) -> list[str]:
-    """The plan that :func:`compress_frames` would print, from steps timed on this device; no fitting."""
+                target: RateTarget | None = None, segments: int = 1, total_frames: int | None = None) -> list[str]:
+    """The plan of an encode, from steps timed on this device; no fitting. ``frames``: the clip, or
+    its first segment when it has ``segments`` of them (``total_frames`` in all)."""
     T, H, W = frames.shape[:3]
-    spans = segment_spans(T, segment_frames)
+    total = total_frames or T
+    spans = [SegmentSpan(0, T)] * segments
     lines = []
     if target is not None:
-        preset, plan = preset_for_target(preset, target, W, H, spans[0].count, len(spans))
+        preset, plan = preset_for_target(preset, target, W, H, T, segments)
         lines.append(f"plan: rate target {target.asked} = {target.bytes:,} bytes; network width x{plan.width:g}, "
                      f"quality {plan.quality:g}")
     dev = resolve_device(device)
@@ -673,7 +719,7 @@ def plan_encode(frames: np.ndarray, preset: CodecPreset, *, device: str = "auto"
     clip = Clip.from_numpy(frames[:count], dev)
     steps = measure_step_seconds(model, clip, preset)
     if time_budget is not None:
-        preset = lay_over_budget(preset, steps, count, time_budget * count / T)
+        preset = lay_over_budget(preset, steps, count, time_budget * count / total)
     estimate = estimate_seconds(preset, steps, count) * len(spans)
     lines += plan_lines(preset, count_parameters(model), count, W, H, dev, steps, estimate, time_budget)
     if len(spans) > 1:

@@ -21,7 +21,7 @@ import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,9 @@ class VideoInfo:
     frames: int
     fps: float
     pix_fmt: str  # source pixel format as ffmpeg names it, e.g. 'yuv420p', 'rgb24', 'gray'
+    # The kinds of the source's streams that are not the video read ('audio', 'subtitle',
+    # 'data', 'attachment', or 'video' for a second one).
+    other_streams: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -164,6 +167,7 @@ def parse_size(text: str) -> tuple[int, int]:
 # --- probing --------------------------------------------------------------------------------
 
 _STREAM_RE = re.compile(r"^\s*Stream #\d+:(?P<index>\d+)\S*: Video: (?P<rest>.*)$", re.M)
+_ANY_STREAM_RE = re.compile(r"^\s*Stream #\d+:(?P<index>\d+)\S*: (?P<kind>\w+):", re.M)
 _DIMS_RE = re.compile(r"^[^,]+, (?:(?P<pix_fmt>\w+), )?(?P<width>\d+)x(?P<height>\d+)")
 _RATE_RE = re.compile(r"(?P<value>\d+(?:\.\d+)?)(?P<kilo>k?) (?P<unit>fps|tbr)\b")
 
@@ -214,7 +218,9 @@ def _probe(url: str, options: dict[str, Any], name: str) -> tuple[VideoInfo, int
             continue
         info = _parse_video_stream(stream["rest"])
         if info is not None:
-            return info, int(stream["index"])
+            index = int(stream["index"])
+            others = tuple(m["kind"].lower() for m in _ANY_STREAM_RE.finditer(report) if int(m["index"]) != index)
+            return replace(info, other_streams=others), index
     raise InputError(f"{name}: no video stream")
 
 
@@ -236,6 +242,23 @@ def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
     """Size, rate and pixel format of the first video stream; ``frames`` is 0 (unknown) until decoded."""
     with _source(path) as (url, options):
         return _probe(url, options, os.fspath(path))[0]
+
+
+def count_frames(path: str | os.PathLike[str]) -> int:
+    """The number of frames :func:`read_video` decodes from the whole clip, found by decoding it
+    without keeping a frame (memory stays flat; the time is a decode's)."""
+    name = os.fspath(path)
+    with _source(path) as (url, options):
+        _, index = _probe(url, options, name)
+        stream = ffmpeg.input(url, **options)[str(index)]
+        cmd = (ffmpeg.output(stream, "-", f="null", **{_fps_mode_option(): "passthrough"})
+               .global_args("-nostdin", "-hide_banner", "-loglevel", "error", "-nostats", "-progress", "pipe:1")
+               .compile(cmd=ffmpeg_binary()))
+        proc = _run(cmd)
+    counts = re.findall(rb"^frame=(\d+)\s*$", proc.stdout, re.M)
+    if proc.returncode != 0 or not counts:
+        raise InputError(f"{name}: ffmpeg could not decode it ({_last_line(proc.stderr)})")
+    return int(counts[-1])
 
 
 # --- reading --------------------------------------------------------------------------------
@@ -280,7 +303,8 @@ def read_video(path: str | os.PathLike[str], frame_range: tuple[int, int | None]
     if leftover:
         raise InputError(f"{name}: frame size changes within the clip; pass a size to resize every frame")
     frames = np.frombuffer(proc.stdout, np.uint8).reshape(count, height, width, 3).copy()
-    info = VideoInfo(width=width, height=height, frames=count, fps=source.fps, pix_fmt=source.pix_fmt)
+    info = VideoInfo(width=width, height=height, frames=count, fps=source.fps, pix_fmt=source.pix_fmt,
+                     other_streams=source.other_streams)
     return Video(frames=frames, info=info)
 
 

@@ -39,3 +39,16 @@ def smooth_clip(frames: int = 8, height: int = 32, width: int = 48, seed: int = 
 @pytest.fixture
 def tiny_clip() -> np.ndarray:
     return smooth_clip()
+
+
+def mux_audio_and_subtitles(video, output) -> None:
+    """``output`` (.mkv): ``video``'s stream copied, with a sine tone and one subtitle beside it."""
+    import subprocess
+
+    from pipeline.video_io import ffmpeg_binary
+
+    subtitles = output.with_suffix(".srt")
+    subtitles.write_text("1\n00:00:00,000 --> 00:00:00,200\nhello\n")
+    subprocess.run([ffmpeg_binary(), "-y", "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(video),
+                    "-f", "lavfi", "-i", "sine=duration=0.5", "-i", str(subtitles), "-map", "0:v", "-map", "1:a",
+                    "-map", "2:s", "-c:v", "copy", "-c:a", "pcm_s16le", "-c:s", "srt", str(output)], check=True)

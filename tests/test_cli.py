@@ -147,6 +147,9 @@ def test_compress_text_file(workdir):
         (["--size", "4x4"], "4x4"),
         (["--size", "abc"], "size"),
         (["--epochs", "-3"], "epochs"),
+        (["--segment-frames", "0"], "--segment-frames must be at least 1"),
+        (["--segment-frames", "-2"], "segment-frames"),
+        (["--segment-frames", "many"], "segment-frames"),
     ],
 )
 def test_compress_refuses_bad_options(clip, workdir, options, fragment):

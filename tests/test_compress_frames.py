@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from compress import encode
+from compress import encode, segments
 from compress.encode import compress_frames, compress_video
 from conftest import smooth_clip
 from pipeline.config import load_preset
@@ -45,8 +45,8 @@ def test_compress_video_reads_once_and_writes_what_compress_frames_returns(frame
     source, out = tmp_path / "clip.mkv", tmp_path / "clip.bin"
     write_video(source, frames, fps=24)  # FFV1: reads back exactly
     probes = []
-    real_probe = encode.probe_video
-    monkeypatch.setattr(encode, "probe_video", lambda path: probes.append(path) or real_probe(path))
+    real_probe = segments.probe_video
+    monkeypatch.setattr(segments, "probe_video", lambda path: probes.append(path) or real_probe(path))
     result = compress_video(source, out, TINY, progress=False)
     assert len(probes) == 1
     data, alone = compress_frames(read_video(source).frames, 24.0, TINY, progress=False,

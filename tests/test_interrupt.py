@@ -17,7 +17,7 @@ EXE = shutil.which("enerv-compress", path=str(Path(sys.executable).parent))
 ARGS = ["--preset", "test-tiny", "--epochs", "150", "--device", "cpu"]
 
 
-def _interrupt_during_fit(cmd: list[str], signum: int) -> tuple[int, str]:
+def _interrupt_during_fit(cmd: list[str], signum: int, after: bytes = b"fit:") -> tuple[int, str]:
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     stderr = bytearray()
 
@@ -28,7 +28,7 @@ def _interrupt_during_fit(cmd: list[str], signum: int) -> tuple[int, str]:
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     deadline = time.monotonic() + 120
-    while b"fit:" not in stderr and proc.poll() is None and time.monotonic() < deadline:
+    while after not in stderr and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(1.0)  # some epochs into the fit
     proc.send_signal(signum)
@@ -72,3 +72,20 @@ def test_resume_without_checkpoint_is_refused(tmp_path):
     proc = subprocess.run([EXE, source, "-o", tmp_path / "x.bin", *ARGS, "--resume"], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: --resume") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_interrupted_segments_resume_with_the_finished_ones(reference, tmp_path):
+    source, _ = reference
+    cut = [*ARGS, "--segment-frames", "4"]
+    expected = tmp_path / "expected.bin"
+    done = subprocess.run([EXE, source, "-o", expected, *cut, "-q"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    out, folder = tmp_path / "out.bin", tmp_path / "out.bin.ckpt.d"
+    code, stderr = _interrupt_during_fit([EXE, str(source), "-o", str(out), *cut], signal.SIGINT,
+                                         after=b"segment 1/2")
+    assert code == 130 and "Traceback" not in stderr, stderr
+    assert "--resume" in stderr.strip().splitlines()[-1] and folder.is_dir() and not out.exists()
+    resumed = subprocess.run([EXE, source, "-o", out, *cut, "--resume"], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "segment 1/2 (frames 0:4) taken from the checkpoint" in resumed.stderr
+    assert out.read_bytes() == expected.read_bytes() and not folder.exists()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.video_io import (Video, VideoInfo, _parse_video_stream, ffmpeg_version, has_encoder,
+from conftest import mux_audio_and_subtitles
+from pipeline.video_io import (Video, VideoInfo, _parse_video_stream, count_frames, ffmpeg_version, has_encoder,
                                parse_frame_range, parse_size, probe_video, read_video, write_video)
 
 
@@ -170,6 +171,22 @@ def test_frame_range_selects_exact_frames(mkv: Path, clip: np.ndarray) -> None:
 
 def test_frame_range_is_clipped_at_the_end_like_a_slice(mkv: Path, clip: np.ndarray) -> None:
     assert np.array_equal(read_video(mkv, frame_range=(5, 100)).frames, clip[5:])
+
+
+def test_count_frames_is_what_a_read_gives(mkv: Path, tmp_path: Path, clip: np.ndarray) -> None:
+    assert count_frames(mkv) == len(clip) == len(read_video(mkv).frames)
+    write_video(f"{tmp_path}/pngs/", clip[:3])
+    assert count_frames(tmp_path / "pngs") == 3
+
+
+def test_streams_beside_the_video_are_listed(mkv: Path, tmp_path: Path, clip: np.ndarray) -> None:
+    assert probe_video(mkv).other_streams == ()
+    both = tmp_path / "both.mkv"
+    mux_audio_and_subtitles(mkv, both)
+    assert probe_video(both).other_streams == ("audio", "subtitle")
+    video = read_video(both)
+    assert video.info.other_streams == ("audio", "subtitle")
+    np.testing.assert_array_equal(video.frames, clip)
 
 
 def test_resize(mkv: Path) -> None:
