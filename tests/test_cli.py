@@ -48,7 +48,8 @@ def clip(workdir) -> tuple[Path, np.ndarray]:
 def encoded(workdir, clip) -> tuple[Path, dict]:
     source, _ = clip
     out, summary = workdir / "clip.bin", workdir / "clip.json"
-    proc = run("enerv-compress", source, "-o", out, "--preset", "test-tiny", "--epochs", "12", "--json", summary, "-q")
+    proc = run("enerv-compress", source, "-o", out, "--preset", "test-tiny", "--epochs", "12", "--prune", "0.2",
+               "--json", summary, "-q")
     assert proc.returncode == 0, proc.stderr
     assert "bpp" in proc.stdout and "PSNR" in proc.stdout
     return out, json.loads(summary.read_text())
@@ -116,7 +117,10 @@ def test_info_prints_header_and_split(encoded):
     info = json.loads(proc.stdout)
     assert info["video"] == {"width": 48, "height": 32, "frames": 12, "fps": 24.0}
     assert sum(info["size_split"].values()) == summary["bytes"]
-    assert info["size_split"]["masks"] > 0  # the preset prunes
+    assert info["size_split"]["masks"] > 0  # pruned with --prune
+    estimate = info["rate_estimate"]
+    assert estimate["estimated_weight_bytes"] == summary["estimated_weight_bytes"]
+    assert estimate["coded_weight_bytes"] == summary["coded_weight_bytes"] > 0
     assert all(t["value_bytes"] <= 1.01 * t["entropy_bytes"] + 8 or t["model"] == 0 for t in info["tensors"])
 
 

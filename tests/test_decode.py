@@ -16,7 +16,7 @@ import pytest
 import torch
 
 import cli
-from compress.quantize import quantize_tensor
+from compress.quantize import LearnedQuantizer, quantize_network
 from decompress.decode import decode_frames
 from decompress.frame_source import FrameSource, Segment, load_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
@@ -38,7 +38,7 @@ def make_bitstream(width: int, height: int, frames: int, seed: int = 0, preset: 
     with torch.no_grad():  # livelier frames than the initialisation gives
         for param in model.parameters():
             param.mul_(3.0)
-    coded = [quantize_tensor(param.detach().numpy(), 8, None) for param in model.parameters()]
+    coded = quantize_network(model, LearnedQuantizer(dict(model.named_parameters()), bits=8))
     data, _ = write_bitstream(StreamHeader(network, width, height, frames, 24.0, "tests"), coded)
     return data
 
