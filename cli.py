@@ -107,7 +107,7 @@ def build_preset(args: argparse.Namespace):
 
 def _compress(argv: Sequence[str] | None) -> int:
     args = _compress_parser().parse_args(argv)
-    from compress.encode import compress_video
+    from compress.video import compress_video
     from compress.fit import FitInterrupted
     from compress.parallel import process_group
     from pipeline.errors import InputError

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from compress import encode, segments
-from compress.encode import compress_frames, compress_video
+from compress.encode import compress_frames
+from compress.video import compress_video
 from conftest import smooth_clip
 from pipeline.config import load_preset
 from pipeline.errors import InputError

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from compress import segments
-from compress.encode import compress_frames, compress_video, segment_spans
+from compress.encode import compress_frames, segment_spans
+from compress.video import compress_video
 from compress.fit import FitInterrupted
 from compress.segments import default_segment_frames
 from decompress.decode import decode_frames
