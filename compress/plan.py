@@ -101,7 +101,8 @@ def lay_over_budget(preset: CodecPreset, steps: StepSeconds, num_frames: int, bu
 LONG_CPU_RUN = 30 * 60.0  # seconds: beyond this a CPU run without a budget says so
 
 
-def _duration(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """A duration for people: seconds, minutes or hours."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 2 * 3600:
@@ -130,10 +131,10 @@ def plan_lines(preset: CodecPreset, parameters: int, frames: int, width: int, he
         f"plan: {preset.network.kind} '{preset.name}', {parameters:,} parameters, {frames} frames of {width}x{height}",
         f"plan: {rate}",
         f"plan: {preset.fit.epochs} fitting epochs ({fit_epoch:.2f} s each) + {finetune_epochs(preset)} fine-tuning "
-        f"({finetune_epoch:.2f} s each) on {device.type} ({precision}); estimated {_duration(estimate)}"
-        + (f" within a budget of {_duration(time_budget)}" if time_budget is not None else ""),
+        f"({finetune_epoch:.2f} s each) on {device.type} ({precision}); estimated {duration_text(estimate)}"
+        + (f" within a budget of {duration_text(time_budget)}" if time_budget is not None else ""),
     ]
     if time_budget is None and device.type == "cpu" and estimate > LONG_CPU_RUN:
-        lines.append(f"plan: note: about {_duration(estimate)} on this CPU; --time-budget SECONDS fits the run into "
+        lines.append(f"plan: note: about {duration_text(estimate)} on this CPU; --time-budget SECONDS fits the run into "
                      "a budget, a smaller preset or target is faster, and a GPU is many times faster")
     return lines

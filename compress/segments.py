@@ -30,6 +30,7 @@ import torch
 from compress.encode import CompressResult, SegmentEncoding, assemble, encode_segment, segment_spans
 from compress.fit import FitInterrupted, save_checkpoint
 from compress.parallel import SINGLE, Ranks
+from compress.plan import duration_text
 from pipeline.bitstream import SegmentSpan
 from pipeline.config import CodecPreset, NetworkConfig
 from pipeline.errors import InputError
@@ -246,21 +247,13 @@ class SegmentProgress:
         if not self.enabled:
             return
         total = len(self.plan.spans)
-        how = "taken from the checkpoint" if seconds is None else f"encoded in {_duration(seconds)}"
+        how = "taken from the checkpoint" if seconds is None else f"encoded in {duration_text(seconds)}"
         whose = "segments" if self.ranks.world == 1 else "of this rank's segments"
         line = f"{self.ranks.label}segment {index + 1}/{total} (frames {span.first}:{span.stop}) {how}; " \
                f"{self.done}/{self.owned} {whose} done"
         if self.frames_left and self.encoded_frames:
-            line += f", about {_duration(self.encoded_seconds / self.encoded_frames * self.frames_left)} left"
+            line += f", about {duration_text(self.encoded_seconds / self.encoded_frames * self.frames_left)} left"
         print(line, file=sys.stderr)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 def encode_owned(plan: SegmentPlan, preset: CodecPreset, store: SegmentStore, *, device: str = "auto",
