@@ -107,14 +107,13 @@ def build_preset(args: argparse.Namespace):
 
 def _compress(argv: Sequence[str] | None) -> int:
     args = _compress_parser().parse_args(argv)
-    from compress.video import compress_video
     from compress.fit import FitInterrupted
     from compress.parallel import process_group
+    from compress.ratecontrol import RateRequest
+    from compress.video import compress_video
     from pipeline.errors import InputError
     from pipeline.files import check_output_path, write_atomically
     from pipeline.video_io import parse_frame_range, parse_size
-
-    from compress.ratecontrol import RateRequest
 
     preset = build_preset(args)
     given = any(v is not None for v in (args.preset, args.config, args.quality, args.bits))

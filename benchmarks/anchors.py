@@ -55,7 +55,7 @@ class AnchorDetails:
 
 
 def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
-    proc = subprocess.run(cmd, input=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.run(cmd, input=stdin, capture_output=True,
                           stdin=None if stdin is not None else subprocess.DEVNULL)
     if proc.returncode != 0:
         last = (proc.stderr.decode(errors="replace").strip().splitlines() or ["ffmpeg failed"])[-1]

@@ -131,7 +131,7 @@ class Codec(ABC):
     def decode(self, path: Path, width: int, height: int) -> np.ndarray:
         """The uint8 RGB frames [T,H,W,3] that a viewer gets from the file."""
 
-    def check_available(self) -> None:
+    def check_available(self) -> None:  # noqa: B027 - optional hook: most codecs run anywhere
         """Raises InputError when this machine cannot run the codec."""
 
     def file_name(self, point: Point) -> str:

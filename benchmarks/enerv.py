@@ -237,7 +237,8 @@ class ENeRV(Codec):
         details = ENeRVDetails(
             preset=preset.name, quality=preset.codec.quality, bits=preset.codec.bits,
             prune_ratio=preset.codec.prune_ratio, epochs=fit,
-            prune_epochs=pe, rd_epochs=rd, qat_epochs=qe, epochs_requested="+".join(str(e) for e in epochs_of(requested)),
+            prune_epochs=pe, rd_epochs=rd, qat_epochs=qe,
+            epochs_requested="+".join(str(e) for e in epochs_of(requested)),
             budget_seconds=self.budget_seconds or None, estimated_seconds=estimate, parameters=result.parameters,
             fit_seconds=result.fit_seconds, fit_reused=result.fit_reused, fit_key=result.fit_key, resumed=resume,
             device=result.device)

@@ -87,7 +87,8 @@ def caption(results: pd.DataFrame) -> str:
     if not e.empty:
         low, high = int(e["epochs"].min()), int(e["epochs"].max())
         parts.append(f"E-NeRV: presets {', '.join(_distinct(e['setting']))}, points labelled by quality "
-                     f"(q), bit depth (b) and pruned fraction, {low if low == high else f'{low}-{high}'} fitting epochs on "
+                     f"(q), bit depth (b) and pruned fraction, "
+                     f"{low if low == high else f'{low}-{high}'} fitting epochs on "
                      f"{', '.join(_distinct(e['device']))}.")
     parts.append("Rate: whole files (container included for every codec). Quality: 8-bit RGB decoded from each "
                  "codec's own file against the RGB source.")
@@ -288,7 +289,8 @@ def build_report(results_csv: Path, out: Path, bd_method: str | None = None) -> 
 
 def main(argv: list[str] | None = None) -> int:
     p = OneLineErrorParser(prog="python -m benchmarks.report",
-                           description="Rebuild bd_rate.csv, the figures and report.md from an enerv-bench results.csv.")
+                           description="Rebuild bd_rate.csv, the figures and report.md from an enerv-bench "
+                                       "results.csv.")
     p.add_argument("results", help="a results.csv written by enerv-bench")
     p.add_argument("-o", "--output", required=True, help="folder to write into (created if its parent exists)")
     p.add_argument("--bd-method", choices=BD_METHODS, help="BD interpolation (default: the run's, else akima)")

@@ -11,7 +11,8 @@ from pipeline.errors import InputError
 COLUMNS = [
     "video", "codec", "setting", "label", "point", "preset", "knob", "knob_value", "bytes", "bpp", "kbps",
     "psnr_rgb", "psnr_yuv", "ms_ssim", "encode_seconds", "own_encode_seconds", "decode_seconds", "frames", "width",
-    "height", "fps", "pix_fmt", "crf", "low_delay", "quality", "bits", "prune_ratio", "epochs", "prune_epochs", "rd_epochs",
+    "height", "fps", "pix_fmt", "crf", "low_delay", "quality", "bits", "prune_ratio", "epochs", "prune_epochs",
+    "rd_epochs",
     "qat_epochs",
     "epochs_requested", "budget_seconds", "estimated_seconds", "parameters", "fit_seconds", "fit_reused", "fit_key",
     "resumed", "device", "encoder_version", "parallel_jobs", "source_pix_fmt", "file", "command", "config", "machine",

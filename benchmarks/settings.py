@@ -83,8 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a small sweep (about 15 minutes for the bundled clip on 2 idle CPU cores)")
     g = p.add_argument_group("E-NeRV points")
     g.add_argument("--enerv-presets", help="comma-separated presets of cfgs/, one curve each "
-                                           "(default: enerv-grid-xs,-m,-xl with --quick, else enerv-grid-xs,-s,-m,-l,-xl)")
-    g.add_argument("--enerv-points", help=f"comma-separated points, each {POINT_SPEC}: the points of every preset's curve; "
+                                           "(default: enerv-grid-xs,-m,-xl with --quick, else "
+                                           "enerv-grid-xs,-s,-m,-l,-xl)")
+    g.add_argument("--enerv-points", help=f"comma-separated points, each {POINT_SPEC}: "
+                   "the points of every preset's curve; "
                                           "they share one fit per preset and video "
                                           f"(default: {QUICK['enerv_points']} with --quick, "
                                           f"else {FULL['enerv_points']})")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
-from compress.parallel import SINGLE, Ranks
+from compress.plan import estimate_seconds, lay_over_budget, measure_step_seconds, plan_lines
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
 from compress.quantize import (
     NOISE,
@@ -31,12 +31,10 @@ from compress.quantize import (
     quantized_weights,
     scaled_steps,
 )
-from compress.ratecontrol import RatePlan, RateRequest, RateTarget, plan_for_target, step_multiplier
-from compress.plan import estimate_seconds, lay_over_budget, measure_step_seconds, plan_lines
+from compress.ratecontrol import RatePlan, RateTarget, plan_for_target, step_multiplier
 from pipeline.bitstream import CodedTensor, SegmentSpan, StreamHeader, read_bitstream, write_bitstream
 from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality, override, section_to_dict
 from pipeline.errors import InputError
-from pipeline.files import check_output_path, write_atomically
 from pipeline.geometry import resolve_network
 from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr, psnr_per_frame
 from pipeline.networks import build_network, count_parameters, network_with_weights
@@ -405,7 +403,8 @@ def segment_spans(num_frames: int, segment_frames: int | None) -> list[SegmentSp
         return [SegmentSpan(0, num_frames)]
     if segment_frames < 1:
         raise InputError(f"a segment needs at least one frame, got {segment_frames}")
-    return [SegmentSpan(first, min(segment_frames, num_frames - first)) for first in range(0, num_frames, segment_frames)]
+    return [SegmentSpan(first, min(segment_frames, num_frames - first))
+            for first in range(0, num_frames, segment_frames)]
 
 
 def overhead_bytes(network: NetworkConfig, width: int, height: int, num_frames: int, segments: int = 1) -> int:

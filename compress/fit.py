@@ -124,7 +124,7 @@ class StepLoss(NamedTuple):
     penalty: torch.Tensor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bf16 matrix products in hardware (AVX-512 BF16 or AMX)."""
     try:

@@ -135,6 +135,7 @@ def plan_lines(preset: CodecPreset, parameters: int, frames: int, width: int, he
         + (f" within a budget of {duration_text(time_budget)}" if time_budget is not None else ""),
     ]
     if time_budget is None and device.type == "cpu" and estimate > LONG_CPU_RUN:
-        lines.append(f"plan: note: about {duration_text(estimate)} on this CPU; --time-budget SECONDS fits the run into "
+        lines.append(f"plan: note: about {duration_text(estimate)} on this CPU; "
+                     "--time-budget SECONDS fits the run into "
                      "a budget, a smaller preset or target is faster, and a GPU is many times faster")
     return lines

@@ -34,7 +34,8 @@ def laplace_bits(values: torch.Tensor, step: torch.Tensor, scale: torch.Tensor) 
     tail = _LOG_HALF - lo_pos / scale + torch.log(-torch.expm1(-step / scale)).expand_as(lo_pos)
     # The bin straddles zero: 1 - 0.5 * exp(lo/b) - 0.5 * exp(-(c + step/2)/b).
     lo_neg = lo.clamp(max=0.0)
-    middle = torch.log((1 - 0.5 * torch.exp(lo_neg / scale) - 0.5 * torch.exp(-(c + step / 2) / scale)).clamp_min(_TINY))
+    inside = 1 - 0.5 * torch.exp(lo_neg / scale) - 0.5 * torch.exp(-(c + step / 2) / scale)
+    middle = torch.log(inside.clamp_min(_TINY))
     return -torch.where(lo >= 0, tail, middle) / LOG2
 
 

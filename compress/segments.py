@@ -300,7 +300,8 @@ def assemble_planned(plan: SegmentPlan, preset: CodecPreset, encoded: list[tuple
         raise RuntimeError("the encoded segments do not cover the clip")
     segments = [encoding for _, encoding in sorted(encoded, key=lambda pair: pair[0])]
     data, result = assemble(segments, network_for(plan, preset), plan.width, plan.height, plan.num_frames, plan.fps,
-                            plan.read, resolve_device(device), target_bytes=target.bytes if target is not None else None)
+                            plan.read, resolve_device(device),
+                            target_bytes=target.bytes if target is not None else None)
     codec = preset.codec
     return data, replace(result, preset=preset.name, quality=codec.quality, bits=codec.bits,
                          prune_ratio=codec.prune_ratio, seconds=time.perf_counter() - started,

@@ -549,7 +549,8 @@ class _Record:
     value_len: int
 
 
-def _read_records(r: ByteReader, version: int, shapes, payload_left: int) -> tuple[list[SymbolModel], list[_Record], int]:
+def _read_records(r: ByteReader, version: int, shapes, payload_left: int
+                  ) -> tuple[list[SymbolModel], list[_Record], int]:
     """One segment's models and records; also the bytes of side information they took."""
     models_start = r.remaining
     n_models = r.varint(r.remaining)

@@ -86,7 +86,8 @@ class NetworkConfig:
             if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= 1 << 16:
                 raise InputError(f"network.{name} must be an integer in 1..65536, got {value!r}")
         if not isinstance(self.single_head_projection, bool):
-            raise InputError(f"network.single_head_projection must be true or false, got {self.single_head_projection!r}")
+            raise InputError("network.single_head_projection must be true or false, "
+                             f"got {self.single_head_projection!r}")
         if not 0 < self.expansion <= 64:
             raise InputError(f"network.expansion must be in (0, 64], got {self.expansion!r}")
         if not 1.0 < self.pe_base <= 16.0:

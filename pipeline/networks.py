@@ -296,7 +296,8 @@ def build_network(config: NetworkConfig) -> nn.Module:
     return {"enerv": ENeRV, "nerv": NeRV, "enerv-grid": GridENeRV}[config.kind](config)
 
 
-def network_with_weights(config: NetworkConfig, weights: list[np.ndarray], device: str | torch.device = "cpu") -> nn.Module:
+def network_with_weights(config: NetworkConfig, weights: list[np.ndarray],
+                         device: str | torch.device = "cpu") -> nn.Module:
     """The network ``config`` describes, its parameters (in order) set to ``weights``, in eval mode.
 
     The decoder and the encoder's final check both rebuild a file's network this way.

@@ -77,7 +77,7 @@ _FILE_FORMATS = {
 # --- the ffmpeg binary ----------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ffmpeg_binary() -> str:
     """The system ffmpeg when on PATH (it may be newer or better equipped), else imageio-ffmpeg's."""
     system = shutil.which("ffmpeg")
@@ -102,7 +102,7 @@ def has_encoder(name: str) -> bool:
     return name in _encoders()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _encoders() -> frozenset[str]:
     listing = _run_text([ffmpeg_binary(), "-hide_banner", "-encoders"])
     # The table follows a line of dashes; each row is "<6 capability flags> <name> <description>".
@@ -110,7 +110,7 @@ def _encoders() -> frozenset[str]:
     return frozenset(m[1] for m in re.finditer(r"^\s*[VAS][A-Z.]{5}\s+(\S+)", table, re.M))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fps_mode_option() -> str:
     """'fps_mode' where available (ffmpeg >= 5.1), else its old name 'vsync' (gone in newer builds)."""
     help_text = _run_text([ffmpeg_binary(), "-hide_banner", "-h", "long"])

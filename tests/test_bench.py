@@ -10,12 +10,12 @@ import matplotlib.image
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import smooth_clip
 
 from benchmarks import bd, rd
 from benchmarks.anchors import X264
 from benchmarks.budget import apply_budget, epochs_of
 from benchmarks.enerv import ENeRV, parse_point
-from conftest import smooth_clip
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.cli_common import run_command
 from pipeline.config import load_preset

@@ -89,7 +89,7 @@ def test_segments_round_trip_and_decode_only_what_is_asked():
     for ours, theirs in zip(second, partial.segments[1].tensors):
         np.testing.assert_array_equal(ours.symbols, theirs.symbols)
     with pytest.raises(ValueError):
-        partial.tensors  # several segments: no single list of tensors
+        _ = partial.tensors  # several segments: no single list of tensors
 
 
 @pytest.mark.parametrize("spans", [[SegmentSpan(0, 4)], [SegmentSpan(0, 4), SegmentSpan(5, 5)],

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import smooth_clip
 
 from compress import encode, segments
 from compress.encode import compress_frames
 from compress.video import compress_video
-from conftest import smooth_clip
 from pipeline.config import load_preset
 from pipeline.errors import InputError
 from pipeline.presets import with_codec_settings, with_fit_epochs

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from benchmarks import demo
 from conftest import smooth_clip
+
+from benchmarks import demo
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.video_io import read_video, write_video
 

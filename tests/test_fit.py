@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import torch
 
 from compress.fit import Clip, lr_factor, reconstruction_loss, train

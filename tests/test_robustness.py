@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import cli
-from pipeline.files import write_atomically
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.bitstream import read_bitstream, write_bitstream
+from pipeline.files import write_atomically
 from pipeline.quantization import dequantize
 from pipeline.video_io import ffmpeg_binary, write_video
 from tests.conftest import smooth_clip

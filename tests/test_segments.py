@@ -11,9 +11,9 @@ import torch
 
 from compress import segments
 from compress.encode import compress_frames, segment_spans
-from compress.video import compress_video
 from compress.fit import FitInterrupted
 from compress.segments import default_segment_frames
+from compress.video import compress_video
 from decompress.decode import decode_frames
 from pipeline.bitstream import SegmentSpan, read_bitstream
 from pipeline.config import load_preset
@@ -138,7 +138,8 @@ def test_interrupted_segments_resume_from_the_finished_ones(source, tmp_path, mo
     # Another configuration is not this run; a plain run starts over; --resume skips segment 0.
     with pytest.raises(InputError, match="different input or configuration"):
         compress_video(path, out, with_fit_epochs(QUICK, 3), segment_frames=4, resume=True, progress=False)
-    monkeypatch.setattr(segments, "encode_segment", lambda *a, index, **k: encoded.append(index) or real(*a, index=index, **k))
+    monkeypatch.setattr(segments, "encode_segment",
+                        lambda *a, index, **k: encoded.append(index) or real(*a, index=index, **k))
     encoded.clear()
     result = compress_video(path, out, QUICK, segment_frames=4, resume=True, progress=False)
     assert encoded == [1, 2] and result.bytes == expected.bytes
@@ -153,7 +154,8 @@ def test_resume_needs_the_checkpoint_folder(source, tmp_path):
 
 def test_too_little_disk_space_is_refused_before_any_work(source, tmp_path, monkeypatch):
     path, _ = source
-    monkeypatch.setattr(segments.shutil, "disk_usage", lambda folder: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
+    monkeypatch.setattr(segments.shutil, "disk_usage",
+                        lambda folder: shutil._ntuple_diskusage(10**9, 10**9 - 4096, 4096))
     monkeypatch.setattr(segments, "encode_owned", None)  # would fail if reached
     with pytest.raises(InputError, match="not enough disk space"):
         compress_video(path, tmp_path / "clip.bin", QUICK, segment_frames=4, progress=False)

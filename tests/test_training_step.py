@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import torch
+from conftest import smooth_clip
 
 from benchmarks import speed
 from compress import fit as fitting
 from compress.fit import Clip, train, training_step
-from conftest import smooth_clip
 from pipeline.config import load_preset, override
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network

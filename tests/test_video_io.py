@@ -10,11 +10,22 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import mux_audio_and_subtitles
 
 from pipeline.errors import InputError
-from conftest import mux_audio_and_subtitles
-from pipeline.video_io import (Video, VideoInfo, _parse_video_stream, count_frames, ffmpeg_version, has_encoder,
-                               parse_frame_range, parse_size, probe_video, read_video, write_video)
+from pipeline.video_io import (
+    Video,
+    VideoInfo,
+    _parse_video_stream,
+    count_frames,
+    ffmpeg_version,
+    has_encoder,
+    parse_frame_range,
+    parse_size,
+    probe_video,
+    read_video,
+    write_video,
+)
 
 
 def make_clip(frames: int = 8, height: int = 32, width: int = 48) -> np.ndarray:
