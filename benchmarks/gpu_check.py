@@ -1,0 +1,398 @@
+"""The GPU check: one short, prepared run of the CUDA path on a machine that has a GPU.
+
+    python3 -m benchmarks.gpu_check [--fit-seconds S] [--frames N] [--json FILE]
+    python3 -m benchmarks.gpu_check --cpu-smoke      # the same steps, tiny, on the CPU
+
+On a CUDA machine it (1) installs the packages that are missing from the wheels in ``wheels/``
+(never PyTorch: the machine's own CUDA build is used), into a folder of its own put on the
+path, so the Python environment itself is not touched; (2) runs the GPU tests (``pytest -m
+gpu``); (3) fits the first frames of the 1280x720 bunny with the ``enerv-gpu-720p`` preset
+for a fixed time in bf16 and in float32; (4) decodes each file on the GPU and a few of its
+frames on the CPU, and prints one table: fit frames/s, PSNR, decode fps and the CPU-vs-GPU
+frame differences. The defaults keep the whole check near 6 minutes.
+
+Without CUDA it prints one line and exits 0. The wheels are prepared beforehand on a
+machine that reaches PyPI (``make gpu-wheels``, which lists the exact ``pip download``).
+Only the standard library and PyTorch are imported before the packages are in place.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.cli_common import EXIT_OK, OneLineErrorParser, run_command
+from pipeline.errors import InputError
+
+ROOT = Path(__file__).resolve().parent.parent
+WHEELS = ROOT / "wheels"
+SITE = Path(tempfile.gettempdir()) / "enerv-gpu-check-site"
+# The 720p bunny beside a developer's checkout, or a shared/ folder inside it; else the bundled
+# 320x180 bunny, upscaled (real content, softer), else a synthetic clip.
+BUNNY_720P = (ROOT.parent / "shared" / "data" / "bunny_1280x720.mkv", ROOT / "shared" / "data" / "bunny_1280x720.mkv")
+BUNNY_SMALL = ROOT / "data" / "bunny_320x180_48f.mkv"
+GPU_PRESET, SMOKE_PRESET = "enerv-gpu-720p", "test-tiny"
+PRECISIONS = ("bf16", "float32")
+COLUMNS = ("precision", "fit s", "fit epochs", "fit frames/s", "fit PSNR dB", "PSNR dB", "bytes",
+           "decode fps", "CPU decode fps", "CPU!=GPU pixels", "max CPU-GPU diff")
+
+
+# --- packages ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Requirement:
+    """A distribution the check needs, and a module whose presence says it is installed."""
+
+    module: str
+    distribution: str
+    needed: bool = True  # False: used by the benchmarks only; installed when a wheel is there
+
+
+# Everything the encoder, the decoder and the GPU tests import, with the dependencies of those
+# that the GPU machines lack (wheels are installed with --no-deps so that pip never reaches for
+# torch). PyTorch is not here: the machine's own CUDA build is the point of the check.
+REQUIREMENTS = (
+    Requirement("numpy", "numpy"),
+    Requirement("yaml", "pyyaml"),
+    Requirement("tqdm", "tqdm"),
+    Requirement("constriction", "constriction"),
+    Requirement("ffmpeg", "ffmpeg-python"),
+    Requirement("past", "future"),  # ffmpeg-python's dependency
+    Requirement("imageio_ffmpeg", "imageio-ffmpeg"),
+    Requirement("pytorch_msssim", "pytorch-msssim"),
+    Requirement("pytest", "pytest"),
+    Requirement("iniconfig", "iniconfig"),
+    Requirement("pluggy", "pluggy"),
+    Requirement("packaging", "packaging"),
+    Requirement("pygments", "pygments"),
+    Requirement("pytest_timeout", "pytest-timeout"),
+    Requirement("bjontegaard", "bjontegaard", needed=False),
+)
+
+
+def normalized(name: str) -> str:
+    """A distribution name as PEP 503 compares them (``PyYAML``, ``pyyaml`` and ``py_yaml``... alike)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheels_in(folder: Path) -> dict[str, Path]:
+    """The wheel files of ``folder`` by normalized distribution name (the newest name wins)."""
+    found: dict[str, Path] = {}
+    for path in sorted(folder.glob("*.whl")) if folder.is_dir() else []:
+        found[normalized(path.name.split("-", 1)[0])] = path
+    return found
+
+
+@dataclass(frozen=True)
+class InstallPlan:
+    install: tuple[Path, ...]  # wheels to install
+    unavailable: tuple[str, ...]  # needed distributions missing here with no wheel for them
+
+    @property
+    def ready(self) -> bool:
+        return not self.unavailable
+
+
+def missing(requirements: Iterable[Requirement] = REQUIREMENTS,
+            find_spec: Callable[[str], object] = importlib.util.find_spec) -> list[Requirement]:
+    """The requirements whose module cannot be found by this interpreter."""
+    return [r for r in requirements if find_spec(r.module) is None]
+
+
+def plan_install(absent: Iterable[Requirement], wheels: dict[str, Path]) -> InstallPlan:
+    install, unavailable = [], []
+    for requirement in absent:
+        wheel = wheels.get(normalized(requirement.distribution))
+        if wheel is not None:
+            install.append(wheel)
+        elif requirement.needed:
+            unavailable.append(requirement.distribution)
+    return InstallPlan(tuple(install), tuple(unavailable))
+
+
+def install_command(plan: InstallPlan, wheels: Path, site: Path) -> list[str]:
+    """pip, offline, from ``wheels`` only, each wheel alone (no dependency resolution), into ``site``."""
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--find-links", str(wheels),
+            "--no-deps", "--no-compile", "--disable-pip-version-check", "--upgrade", "--target", str(site),
+            *(str(w) for w in plan.install)]
+
+
+def use_site(site: Path) -> None:
+    """Puts ``site`` first on this process's path and on its children's (pytest)."""
+    if str(site) not in sys.path:
+        sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p)
+    importlib.invalidate_caches()
+
+
+def ensure_packages(wheels: Path, site: Path) -> list[str]:
+    """Installs what is missing from ``wheels``; returns the distributions installed."""
+    if site.is_dir():  # installed by an earlier run on this machine
+        use_site(site)
+    plan = plan_install(missing(), wheels_in(wheels))
+    if not plan.ready:
+        raise InputError(f"missing here and no wheel for it in {wheels}: {', '.join(plan.unavailable)}; "
+                         "prepare the wheels with `make gpu-wheels` on a machine that reaches PyPI")
+    if plan.install:
+        site.mkdir(parents=True, exist_ok=True)
+        proc = subprocess.run(install_command(plan, wheels, site), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise InputError(f"pip could not install the wheels: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        use_site(site)
+    return [w.name.split("-", 1)[0] for w in plan.install]
+
+
+# --- GPU tests -------------------------------------------------------------------------------
+
+
+def gpu_test_files(tests: Path = ROOT / "tests") -> list[Path]:
+    """Test files that mark GPU tests; only these are collected, so the benchmark tests' imports
+    (pandas, matplotlib, hypothesis) are not needed."""
+    return [p for p in sorted(tests.glob("test_*.py")) if "mark.gpu" in p.read_text()]
+
+
+def run_gpu_tests(timeout: float = 240.0) -> tuple[bool, str]:
+    files = [str(p.relative_to(ROOT)) for p in gpu_test_files()]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return False, f"pytest did not finish in {timeout:g} s"
+    lines = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-2000:])
+    return proc.returncode == 0, lines[-1] if lines else proc.stderr.strip()[-300:]
+
+
+# --- the clip --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipChoice:
+    path: Path
+    size: tuple[int, int] | None  # resize while reading
+    what: str
+
+
+def synthetic_frames(frames: int, height: int, width: int):
+    """A smooth, moving RGB clip (uint8 [T,H,W,3]) with a little texture, for machines without data."""
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    out = np.empty((frames, height, width, 3), np.uint8)
+    for t in range(frames):
+        for c in range(3):
+            wave = np.sin((x + 3 * t) / width * (2 + c) * np.pi) * np.cos((y - 2 * t) / height * (1 + c) * np.pi)
+            out[t, :, :, c] = np.clip(127.5 + 90 * wave + 20 * np.sin(x / 7 + y / 5 + t), 0, 255).astype(np.uint8)
+    return out
+
+
+def choose_clip(asked: Path | None, workdir: Path, frames: int, smoke: bool) -> ClipChoice:
+    from pipeline.video_io import write_video
+
+    if smoke:
+        path = workdir / "smoke.mkv"
+        write_video(path, synthetic_frames(frames, 36, 64), fps=24)
+        return ClipChoice(path, None, f"synthetic 64x36, {frames} frames")
+    if asked is not None:
+        if not asked.exists():
+            raise InputError(f"--clip {asked}: no such file")
+        return ClipChoice(asked, None, str(asked))
+    for path in BUNNY_720P:
+        if path.exists():
+            return ClipChoice(path, None, f"{path.name}, first {frames} frames")
+    if BUNNY_SMALL.exists():
+        return ClipChoice(BUNNY_SMALL, (1280, 720), f"{BUNNY_SMALL.name} upscaled to 1280x720 (no 720p bunny here)")
+    path = workdir / "synthetic_720p.mkv"
+    write_video(path, synthetic_frames(frames, 720, 1280), fps=24)
+    return ClipChoice(path, None, f"synthetic 1280x720, {frames} frames (no bunny here)")
+
+
+# --- fit, decode, compare --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PrecisionRun:
+    precision: str
+    fit_seconds: float
+    fit_epochs: int
+    fit_frames_per_second: float
+    fit_psnr: float
+    psnr: float
+    bytes: int
+    decode_fps: float
+    cpu_decode_fps: float
+    differing_pixels: int
+    compared_pixels: int
+    max_difference: int
+    encode_seconds: float
+    device: str
+
+
+def compared_indices(num_frames: int, count: int) -> list[int]:
+    """``count`` frame indices spread over the clip, first and last included."""
+    count = max(1, min(count, num_frames))
+    if count == 1:
+        return [0]
+    return sorted({round(i * (num_frames - 1) / (count - 1)) for i in range(count)})
+
+
+def frame_differences(a, b) -> tuple[int, int, int]:
+    """(pixels where any channel differs, pixels compared, largest difference of a sample)."""
+    import numpy as np
+
+    delta = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return int(delta.max(axis=-1).astype(bool).sum()), int(delta.shape[0] * delta.shape[1] * delta.shape[2]), \
+        int(delta.max(initial=0))
+
+
+def run_precision(clip: ClipChoice, precision: str, *, preset_name: str, frames: int, fit_seconds: float,
+                  device: str, compare_frames: int, workdir: Path, progress: bool) -> PrecisionRun:
+    import torch
+
+    from compress.video import compress_video
+    from decompress.decode import decode_frames, read_file_bytes
+    from pipeline.config import load_preset, override
+
+    preset = load_preset(preset_name)
+    preset = override(preset, fit=override(preset.fit, precision=precision))
+    output = workdir / f"{precision}.bin"
+    started = time.perf_counter()
+    result = compress_video(clip.path, output, preset, frame_range=(0, frames), size=clip.size, device=device,
+                            progress=progress, time_budget=fit_seconds)
+    encode_seconds = time.perf_counter() - started
+    data = read_file_bytes(output)
+    decode_frames(data, frame_range=(0, 1), device=device)  # warm-up: kernels, allocator
+    if device == "cuda":
+        torch.cuda.synchronize()
+    on_device = decode_frames(data, device=device)
+    picked = compared_indices(result.frames, compare_frames)
+    cpu_seconds, differing, compared, largest = 0.0, 0, 0, 0
+    for index in picked:
+        on_cpu = decode_frames(data, frame_range=(index, index + 1), device="cpu")
+        cpu_seconds += on_cpu.seconds
+        d, n, m = frame_differences(on_cpu.frames, on_device.frames[index : index + 1])
+        differing, compared, largest = differing + d, compared + n, max(largest, m)
+    fit_epochs = result.epochs[0] if result.epochs else 0
+    return PrecisionRun(
+        precision=precision,
+        fit_seconds=result.fit_seconds,
+        fit_epochs=fit_epochs,
+        fit_frames_per_second=fit_epochs * result.frames / result.fit_seconds if result.fit_seconds else math.nan,
+        fit_psnr=result.fit_psnr if result.fit_psnr is not None else math.nan,
+        psnr=result.psnr,
+        bytes=result.bytes,
+        decode_fps=result.frames / on_device.seconds if on_device.seconds else math.nan,
+        cpu_decode_fps=len(picked) / cpu_seconds if cpu_seconds else math.nan,
+        differing_pixels=differing,
+        compared_pixels=compared,
+        max_difference=largest,
+        encode_seconds=encode_seconds,
+        device=result.device,
+    )
+
+
+def format_table(runs: Sequence[PrecisionRun]) -> str:
+    """One markdown table, a row per precision, in the order of :data:`COLUMNS`."""
+    rows = [COLUMNS, tuple("---" for _ in COLUMNS)]
+    for r in runs:
+        share = r.differing_pixels / r.compared_pixels if r.compared_pixels else math.nan
+        rows.append((r.precision, f"{r.fit_seconds:.1f}", str(r.fit_epochs), f"{r.fit_frames_per_second:.1f}",
+                     f"{r.fit_psnr:.2f}", f"{r.psnr:.2f}", f"{r.bytes:,}", f"{r.decode_fps:.1f}",
+                     f"{r.cpu_decode_fps:.2f}", f"{r.differing_pixels:,} of {r.compared_pixels:,} ({share:.2%})",
+                     str(r.max_difference)))
+    return "\n".join("| " + " | ".join(row) + " |" for row in rows)
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def _parser() -> OneLineErrorParser:
+    p = OneLineErrorParser(prog="python3 -m benchmarks.gpu_check",
+                           description="Install what is missing, run the GPU tests, fit and decode the 720p bunny "
+                                       "in bf16 and float32 on CUDA, and print one table.")
+    p.add_argument("--fit-seconds", type=float, default=None,
+                   help="--time-budget of each encode (default 150; 4 with --cpu-smoke)")
+    p.add_argument("--frames", type=int, default=None, help="first frames of the clip (default 60; 6 with --cpu-smoke)")
+    p.add_argument("--compare-frames", type=int, default=3, help="frames rendered on the CPU too (default 3)")
+    p.add_argument("--precision", choices=PRECISIONS, action="append", help="only this precision (repeatable)")
+    p.add_argument("--clip", type=Path, help="the video to fit (default: the 1280x720 bunny)")
+    p.add_argument("--wheels", type=Path, default=WHEELS, help=f"folder of prepared wheels (default {WHEELS})")
+    p.add_argument("--site", type=Path, default=SITE, help=f"where missing packages are installed (default {SITE})")
+    p.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
+    p.add_argument("--cpu-smoke", action="store_true",
+                   help="the same steps on the CPU, with the test-tiny preset on a tiny synthetic clip")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    return p
+
+
+def _check(argv: Sequence[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    smoke = args.cpu_smoke
+    fit_seconds = args.fit_seconds if args.fit_seconds is not None else (4.0 if smoke else 150.0)
+    frames = args.frames if args.frames is not None else (6 if smoke else 60)
+    if not (fit_seconds > 0 and frames >= 1 and args.compare_frames >= 1):
+        raise InputError("--fit-seconds, --frames and --compare-frames must be positive")
+    started = time.perf_counter()
+    try:
+        import torch
+    except ImportError:
+        print("gpu-check: this Python has no PyTorch; nothing to check (run it where PyTorch with CUDA is)")
+        return EXIT_OK
+    if not smoke and not torch.cuda.is_available():
+        print(f"gpu-check: no CUDA device here (torch {torch.__version__}); nothing to check "
+              "(--cpu-smoke runs a tiny version on the CPU)")
+        return EXIT_OK
+    device = "cpu" if smoke else "cuda"
+    name = "cpu" if smoke else torch.cuda.get_device_name(0)
+    print(f"gpu-check: torch {torch.__version__} on {name}, Python {sys.version.split()[0]}", flush=True)
+
+    installed = ensure_packages(args.wheels, args.site)
+    print(f"packages: {'installed ' + ', '.join(installed) if installed else 'all present'}", flush=True)
+    tests_ok, tests = True, "skipped"
+    if not args.skip_tests:
+        tests_ok, summary = run_gpu_tests()
+        tests = "passed" if tests_ok else "FAILED"
+        print(f"GPU tests: {summary}", flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="enerv-gpu-check-") as tmp:
+        workdir = Path(tmp)
+        clip = choose_clip(args.clip, workdir, frames, smoke)
+        print(f"clip: {clip.what}; preset {SMOKE_PRESET if smoke else GPU_PRESET}, "
+              f"budget {fit_seconds:g} s an encode", flush=True)
+        runs = []
+        for precision in args.precision or PRECISIONS:
+            runs.append(run_precision(clip, precision, preset_name=SMOKE_PRESET if smoke else GPU_PRESET,
+                                      frames=frames, fit_seconds=fit_seconds, device=device,
+                                      compare_frames=args.compare_frames, workdir=workdir,
+                                      progress=not args.quiet))
+            print(f"{precision}: encoded in {runs[-1].encode_seconds:.1f} s", flush=True)
+    print(format_table(runs))
+    total = time.perf_counter() - started
+    print(f"gpu-check: {total:.0f} s in all; GPU tests {tests}")
+    if args.json:
+        report = {"device": name, "torch": torch.__version__, "clip": clip.what, "seconds": round(total, 1),
+                  "tests": tests, "runs": [asdict(r) for r in runs]}
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return EXIT_OK if tests_ok else 1  # a failed GPU test fails the check
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_command(_check, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
