@@ -14,7 +14,8 @@ from decompress.frame_source import FrameSource, load_network  # noqa: F401 - lo
 from pipeline.bitstream import ParsedStream, read_bitstream, read_header
 from pipeline.entropy import empirical_entropy_bits
 from pipeline.errors import BitstreamError, InputError
-from pipeline.video_io import VideoWriter
+from pipeline.metrics import bits_per_pixel
+from pipeline.video_writer import VideoWriter
 
 MAX_FILE_BYTES = 1 << 31
 
@@ -121,7 +122,7 @@ def bitstream_info(data: bytes) -> dict:
     info = h.to_json()
     info["format_version"] = parsed.version
     info["bytes"] = len(data)
-    info["bpp"] = 8.0 * len(data) / (h.width * h.height * h.num_frames)
+    info["bpp"] = bits_per_pixel(len(data), h.width, h.height, h.num_frames)
     info["segments"] = [[s.span.first, s.span.count] for s in parsed.segments]
     tensors = [t for s in parsed.segments for t in s.tensors]
     info["parameters"] = int(sum(t.symbols.size for t in tensors))

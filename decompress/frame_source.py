@@ -9,7 +9,6 @@ asked for, keeping one network at a time.
 
 from __future__ import annotations
 
-import bisect
 import contextlib
 import functools
 from collections.abc import Callable, Iterator, Sequence
@@ -24,6 +23,7 @@ from pipeline.errors import InputError
 from pipeline.networks import network_with_weights
 from pipeline.quantization import dequantize
 from pipeline.render import FrameRenderer
+from pipeline.segments import SegmentSpan, check_tiling, segment_index
 
 
 @dataclass(frozen=True)
@@ -61,16 +61,17 @@ class FrameSource:
 
     def __init__(self, segments: Sequence[Segment], width: int, height: int,
                  device: str | torch.device = "cpu", threads: int | None = None):
-        starts = [s.first_frame for s in segments]
-        if not segments or starts[0] != 0 or any(
-                a.first_frame + a.num_frames != b.first_frame for a, b in zip(segments, segments[1:])):
-            raise InputError("the file's segments do not cover its frames one after the other")
+        spans = [SegmentSpan(s.first_frame, s.num_frames) for s in segments]
+        try:
+            check_tiling(spans)
+        except ValueError as exc:
+            raise InputError(f"the file's segments do not cover its frames one after the other ({exc})") from None
         self.segments = tuple(segments)
-        self.num_frames = segments[-1].first_frame + segments[-1].num_frames
+        self.num_frames = spans[-1].stop
         self.width, self.height = width, height
         self.device = torch.device(device)
         self.threads = threads
-        self._starts = starts
+        self._spans = spans
         self._loaded: tuple[int, FrameRenderer] | None = None
 
     @classmethod
@@ -83,8 +84,8 @@ class FrameSource:
         """(index of the segment that renders ``frame``, the frame's index within it)."""
         if not 0 <= frame < self.num_frames:
             raise InputError(f"frame {frame} is outside the video's {self.num_frames} frames")
-        segment = bisect.bisect_right(self._starts, frame) - 1
-        return segment, frame - self._starts[segment]
+        segment = segment_index(self._spans, frame)
+        return segment, frame - self._spans[segment].first
 
     def renderer(self, segment: int) -> FrameRenderer:
         """The renderer of one segment; building it drops the previous segment's network."""

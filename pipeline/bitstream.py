@@ -26,208 +26,34 @@ import json
 import math
 import struct
 import zlib
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from pipeline.config import NetworkConfig, section_from_dict, section_to_dict
-from pipeline.entropy import MAX_ALPHABET, SymbolModel
-from pipeline.errors import BitstreamError, InputError
-from pipeline.geometry import MAX_SIDE
+# ByteReader, ByteWriter, choose_models, SegmentSpan, StreamHeader, CodedTensor and SizeSplit are
+# also importable from here, where they were defined before.
+from pipeline.byteio import ByteReader, ByteWriter
+from pipeline.config import NetworkConfig
+from pipeline.entropy import MAX_ALPHABET, SymbolModel, choose_models, mask_model, read_models, write_models
+from pipeline.errors import BitstreamError
 from pipeline.networks import build_network
 from pipeline.quantization import MAX_SYMBOL, QuantParams, qmax
+from pipeline.segments import SegmentSpan, check_tiling, segment_index
+from pipeline.stream_header import CodedTensor, SizeSplit, StreamHeader
 
 MAGIC = b"ENRV"
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 MAX_HEADER_JSON = 1 << 22  # the segment table of a long video is part of it
 MAX_PARAMETERS = 1 << 26  # 67 M weights per segment: five times the paper's largest network
-MAX_FRAMES = 1 << 24
 MAX_SEGMENTS = 1 << 16
 
 _FLAG_PER_CHANNEL = 1
 _FLAG_MASKED = 2
-_MODEL_COUNTS = 0  # the only symbol-model kind so far: integer counts over an alphabet
-
-
-# --- byte-level reading and writing -----------------------------------------------
-
-
-class ByteWriter:
-    def __init__(self) -> None:
-        self._parts: list[bytes] = []
-        self.size = 0
-
-    def raw(self, data: bytes) -> None:
-        self._parts.append(data)
-        self.size += len(data)
-
-    def pack(self, fmt: str, *values) -> None:
-        self.raw(struct.pack("<" + fmt, *values))
-
-    def varint(self, value: int) -> None:
-        """Unsigned LEB128."""
-        if value < 0:
-            raise ValueError("varint of a negative number")
-        out = bytearray()
-        while True:
-            byte = value & 0x7F
-            value >>= 7
-            out.append(byte | (0x80 if value else 0))
-            if not value:
-                break
-        self.raw(bytes(out))
-
-    def svarint(self, value: int) -> None:
-        """Signed varint (zig-zag)."""
-        self.varint(value * 2 if value >= 0 else -value * 2 - 1)
-
-    def getvalue(self) -> bytes:
-        return b"".join(self._parts)
-
-
-class ByteReader:
-    def __init__(self, data: bytes, what: str) -> None:
-        self._data = memoryview(data)
-        self._pos = 0
-        self._what = what
-
-    @property
-    def remaining(self) -> int:
-        return len(self._data) - self._pos
-
-    def raw(self, n: int) -> bytes:
-        if n < 0 or n > self.remaining:
-            raise BitstreamError(f"truncated or corrupt {self._what}: needs {n} more bytes, has {self.remaining}")
-        out = bytes(self._data[self._pos : self._pos + n])
-        self._pos += n
-        return out
-
-    def unpack(self, fmt: str):
-        fmt = "<" + fmt
-        return struct.unpack(fmt, self.raw(struct.calcsize(fmt)))
-
-    def varint(self, limit: int) -> int:
-        """Reads an unsigned varint and checks it is at most ``limit``."""
-        value, shift = 0, 0
-        for _ in range(10):
-            (byte,) = self.raw(1)
-            value |= (byte & 0x7F) << shift
-            if not byte & 0x80:
-                if value > limit:
-                    raise BitstreamError(f"corrupt {self._what}: value {value} exceeds {limit}")
-                return value
-            shift += 7
-        raise BitstreamError(f"corrupt {self._what}: overlong varint")
-
-    def svarint(self, limit: int) -> int:
-        z = self.varint(2 * limit + 1)
-        return z // 2 if z % 2 == 0 else -(z + 1) // 2
 
 
 # --- what the file describes ----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StreamHeader:
-    """Everything the decoder needs besides the weights."""
-
-    network: NetworkConfig  # resolved: grid and strides set
-    width: int  # the video's size; the network's output is cropped to it
-    height: int
-    num_frames: int
-    fps: float
-    encoder: str = ""
-    # The encoder's rate model's estimate of the weights' coded bytes (masks and values), kept
-    # so that --info can show how close it was; informative only, the decoder never needs it.
-    estimated_weight_bytes: float | None = None
-
-    def to_json(self) -> dict:
-        out = {
-            "network": section_to_dict(self.network),
-            "video": {"width": self.width, "height": self.height, "frames": self.num_frames, "fps": self.fps},
-            "encoder": self.encoder,
-        }
-        if self.estimated_weight_bytes is not None:
-            out["estimated_weight_bytes"] = self.estimated_weight_bytes
-        return out
-
-    @classmethod
-    def from_json(cls, data: dict, legacy_network: dict | None = None) -> StreamHeader:
-        try:
-            video = data["video"]
-            network_fields = data["network"]
-            if legacy_network and isinstance(network_fields, dict):
-                network_fields = {**legacy_network, **network_fields}
-            network = section_from_dict(NetworkConfig, network_fields, "bitstream network")
-            header = cls(network, int(video["width"]), int(video["height"]), int(video["frames"]),
-                         float(video["fps"]), str(data.get("encoder", "")))
-            estimate = data.get("estimated_weight_bytes")
-            if estimate is not None:
-                if isinstance(estimate, bool) or not isinstance(estimate, (int, float)) or not 0 <= estimate < 2**40:
-                    raise ValueError
-                header = replace(header, estimated_weight_bytes=float(estimate))
-        except InputError as exc:
-            raise BitstreamError(f"the header describes an invalid network: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
-            raise BitstreamError("the header is missing fields or has fields of the wrong type") from None
-        header.validate()
-        return header
-
-    def validate(self) -> None:
-        if not self.network.is_resolved:
-            raise BitstreamError("the header's network has no grid or strides")
-        if max(self.network.out_width, self.network.out_height) > 2 * MAX_SIDE:
-            raise BitstreamError("the header's network renders frames larger than any video this format serves")
-        if not (1 <= self.width <= self.network.out_width and 1 <= self.height <= self.network.out_height):
-            raise BitstreamError(
-                f"the header's video size {self.width}x{self.height} does not fit the network's "
-                f"{self.network.out_width}x{self.network.out_height} output"
-            )
-        if not 1 <= self.num_frames <= MAX_FRAMES:
-            raise BitstreamError(f"the header's frame count {self.num_frames} is out of range")
-        if not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
-            raise BitstreamError(f"the header's frame rate {self.fps} is out of range")
-
-
-@dataclass(frozen=True)
-class CodedTensor:
-    """One transmitted tensor as symbols: what quantization produced."""
-
-    params: QuantParams
-    symbols: np.ndarray  # int32, shape of the tensor; zero where pruned
-    mask: np.ndarray | None = None  # bool, True = kept; None = not pruned
-
-
-@dataclass(frozen=True)
-class SegmentSpan:
-    """Frames ``first .. first + count - 1`` of the video, rendered by one network."""
-
-    first: int
-    count: int
-
-    @property
-    def stop(self) -> int:
-        return self.first + self.count
-
-    def __contains__(self, frame: int) -> bool:
-        return self.first <= frame < self.stop
-
-
-@dataclass
-class SizeSplit:
-    """Where the bytes of a file go."""
-
-    header: int = 0  # magic, version, lengths, JSON, per-tensor records, CRC
-    side_info: int = 0  # symbol models (counts) and quantization steps
-    masks: int = 0  # coded pruning masks
-    payload: int = 0  # coded weight values
-    per_tensor: list[dict] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return self.header + self.side_info + self.masks + self.payload
 
 
 def transmitted_shapes(network: NetworkConfig) -> list[tuple[str, tuple[int, ...]]]:
@@ -246,100 +72,11 @@ def _check_size(shapes: list[tuple[str, tuple[int, ...]]]) -> None:
         raise BitstreamError(f"the header describes a network of {total} parameters, more than {MAX_PARAMETERS}")
 
 
-# --- symbol models ------------------------------------------------------------------
-
-
-def _write_counts(w: ByteWriter, model: SymbolModel) -> None:
-    w.svarint(model.offset)
-    w.varint(model.alphabet)
-    for count in model.counts.tolist():
-        w.varint(count)
-
-
-def _read_counts(r: ByteReader, bound: int) -> SymbolModel:
-    offset = r.svarint(bound)
-    alphabet = r.varint(min(MAX_ALPHABET, 2 * bound + 1))
-    if alphabet < 1 or alphabet > r.remaining:  # each count takes at least a byte
-        raise BitstreamError("corrupt symbol model: bad alphabet size")
-    counts = np.array([r.varint(MAX_PARAMETERS) for _ in range(alphabet)], dtype=np.int64)
-    if counts.sum() == 0:
-        raise BitstreamError("corrupt symbol model: all counts are zero")
-    if offset < -bound or offset + alphabet - 1 > bound:
-        raise BitstreamError("corrupt symbol model: symbols outside the format's range")
-    return SymbolModel(offset, counts)
-
-
-def _write_model(w: ByteWriter, model: SymbolModel) -> None:
-    w.pack("B", _MODEL_COUNTS)
-    _write_counts(w, model)
-
-
-def _read_model(r: ByteReader) -> SymbolModel:
-    (kind,) = r.unpack("B")
-    if kind != _MODEL_COUNTS:
-        raise BitstreamError(f"corrupt symbol model: unknown kind {kind}")
-    return _read_counts(r, MAX_SYMBOL)
-
-
-def _model_bytes(model: SymbolModel) -> int:
-    w = ByteWriter()
-    _write_model(w, model)
-    return w.size
-
-
-def choose_models(values: list[np.ndarray]) -> tuple[list[SymbolModel], list[int]]:
-    """Gives each tensor its own symbol model or a shared one, whichever codes smaller.
-
-    Returns the models to store and, per tensor, the index of the one it uses.
-    """
-    own = [SymbolModel.from_symbols(v) for v in values]
-    own_cost = [m.ideal_bits(v) + 8 * _model_bytes(m) for m, v in zip(own, values)]
-    use_shared = [True] * len(values)
-    shared = None
-    for _ in range(3):  # the shared model depends on who uses it: iterate to a fixed point
-        members = [v for v, s in zip(values, use_shared) if s]
-        if not members:
-            break
-        shared = SymbolModel.from_symbols(np.concatenate([m.ravel() for m in members]))
-        shared_cost = 8 * _model_bytes(shared) / len(members)
-        new = [shared.covers(v) and shared.ideal_bits(v) + shared_cost < c for v, c in zip(values, own_cost)]
-        if new == use_shared:
-            break
-        use_shared = new
-    models: list[SymbolModel] = []
-    index = []
-    if shared is not None and any(use_shared) and all(shared.covers(v) for v, s in zip(values, use_shared) if s):
-        models.append(shared)
-    else:
-        use_shared = [False] * len(values)
-    for m, s in zip(own, use_shared):
-        if s:
-            index.append(0)
-        else:
-            index.append(len(models))
-            models.append(m)
-    return models, index
-
-
-def _mask_model(numel: int, kept: int) -> SymbolModel:
-    return SymbolModel(0, np.array([numel - kept, kept], dtype=np.int64))
-
-
 def _kept_values(t: CodedTensor) -> np.ndarray:
     return t.symbols[t.mask] if t.mask is not None else t.symbols.ravel()
 
 
 # --- writing (version 2) ---------------------------------------------------------------
-
-
-def _segment_table(spans: list[SegmentSpan], num_frames: int) -> None:
-    expected = 0
-    for span in spans:
-        if span.first != expected or span.count < 1:
-            raise ValueError("segments must tile the video in order")
-        expected = span.stop
-    if expected != num_frames:
-        raise ValueError(f"the segments cover {expected} frames, the video has {num_frames}")
 
 
 def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list[CodedTensor]],
@@ -357,7 +94,7 @@ def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list
         segments = tensors
         if len(segments) != len(spans):
             raise ValueError("one list of tensors per segment")
-    _segment_table(spans, header.num_frames)
+    check_tiling(spans, header.num_frames)
     shapes = transmitted_shapes(header.network)
     split = SizeSplit()
     meta = header.to_json()
@@ -376,9 +113,7 @@ def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list
         values = [_kept_values(t) for t in coded]
         models, model_index = choose_models(values)
         before = h.size
-        h.varint(len(models))
-        for m in models:
-            _write_model(h, m)
+        write_models(h, models)
         split.side_info += h.size - before
         h.varint(len(coded))
         for (name, shape), t, v, mi in zip(shapes, coded, values, model_index):
@@ -390,7 +125,7 @@ def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list
             mask_bytes = b""
             if t.mask is not None:
                 kept = int(t.mask.sum())
-                mask_bytes = _mask_model(t.mask.size, kept).encode(t.mask.ravel().astype(np.int32))
+                mask_bytes = mask_model(t.mask.size, kept).encode(t.mask.ravel().astype(np.int32))
                 h.varint(kept)
                 h.varint(len(mask_bytes))
             value_bytes = models[mi].encode(v)
@@ -445,14 +180,7 @@ class ParsedStream:
 
     def segment_of(self, frame: int) -> int:
         """Index of the segment that renders ``frame``."""
-        lo, hi = 0, len(self.segments) - 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.segments[mid].span.first <= frame:
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        return segment_index([s.span for s in self.segments], frame)
 
 
 def _check_envelope(data: bytes) -> tuple[int, bytes, bytes]:
@@ -500,33 +228,22 @@ def _read_json(r: ByteReader) -> dict:
     return meta
 
 
-# Version-1 files were written before the network config had these fields; their networks
-# had the structure these values describe.
-_V1_NETWORK = {"single_head_projection": True}
-
-
 def _parse_header(version: int, meta: dict) -> tuple[StreamHeader, list[SegmentSpan]]:
-    legacy = _V1_NETWORK if version == 1 else None
-    if version == 1 and isinstance(meta.get("network"), dict) and set(_V1_NETWORK) & set(meta["network"]):
-        raise BitstreamError("corrupt header: a version-1 network with fields of later versions")
-    header = StreamHeader.from_json(meta, legacy)
+    header = StreamHeader.from_json(meta, version)
     if version == 1:
         return header, [SegmentSpan(0, header.num_frames)]
     table = meta.get("segments")
     if not isinstance(table, list) or not 1 <= len(table) <= min(MAX_SEGMENTS, header.num_frames):
         raise BitstreamError("corrupt header: a bad segment table")
-    spans, expected = [], 0
     for entry in table:
         if (not isinstance(entry, list) or len(entry) != 2
                 or not all(isinstance(v, int) and not isinstance(v, bool) for v in entry)):
             raise BitstreamError("corrupt header: a bad segment table")
-        first, count = entry
-        if first != expected or count < 1:
-            raise BitstreamError("corrupt header: the segments do not tile the video")
-        spans.append(SegmentSpan(first, count))
-        expected = first + count
-    if expected != header.num_frames:
-        raise BitstreamError("corrupt header: the segments do not cover the video")
+    spans = [SegmentSpan(first, count) for first, count in table]
+    try:
+        check_tiling(spans, header.num_frames)
+    except ValueError as exc:
+        raise BitstreamError(f"corrupt header: {exc}") from None
     return header, spans
 
 
@@ -553,11 +270,11 @@ def _read_records(r: ByteReader, version: int, shapes, payload_left: int
                   ) -> tuple[list[SymbolModel], list[_Record], int]:
     """One segment's models and records; also the bytes of side information they took."""
     models_start = r.remaining
-    n_models = r.varint(r.remaining)
     if version == 1:
-        models = [_read_counts(r, MAX_ALPHABET) for _ in range(n_models)]
+        models = read_models(r, MAX_ALPHABET, MAX_PARAMETERS, with_kind=False)
     else:
-        models = [_read_model(r) for _ in range(n_models)]
+        models = read_models(r, MAX_SYMBOL, MAX_PARAMETERS)
+    n_models = len(models)
     side = models_start - r.remaining
     n_tensors = r.varint(len(shapes) + 1)
     if n_tensors != len(shapes):
@@ -605,7 +322,7 @@ def _decode_tensors(p: ByteReader, models: list[SymbolModel], records: list[_Rec
         numel = math.prod(rec.shape)
         mask = None
         if rec.flags & _FLAG_MASKED:
-            mask_symbols = _mask_model(numel, rec.kept).decode(p.raw(rec.mask_len), numel) if numel else np.zeros(0)
+            mask_symbols = mask_model(numel, rec.kept).decode(p.raw(rec.mask_len), numel) if numel else np.zeros(0)
             mask = mask_symbols.astype(bool)
             if int(mask.sum()) != rec.kept:
                 raise BitstreamError(f"corrupt payload for {rec.name}: the mask does not match its count")
@@ -637,7 +354,7 @@ def read_bitstream(data: bytes, frames: range | None = None) -> ParsedStream:
     for si, span in enumerate(spans):
         models, records, side = _read_records(r, version, shapes, p.remaining)
         split.side_info += side
-        if frames is None or (span.first < frames.stop and frames.start < span.stop):
+        if frames is None or span.overlaps(frames):
             tensors = _decode_tensors(p, models, records)
         else:
             p.raw(sum(rec.mask_len + rec.value_len for rec in records))

@@ -1,9 +1,14 @@
-"""Entropy coding of integer symbols with constriction's range coder.
+"""Entropy coding of integer symbols with constriction's range coder, and the models' life in the file.
 
 A :class:`SymbolModel` is built from integer counts, which is all the bitstream
 stores of it; encoder and decoder turn the counts into float64 the same way and
 build the categorical model with ``perfect=False``, so both sides get bit-identical
 probabilities on any machine.
+
+Beside the coder pair (:meth:`SymbolModel.encode`, :meth:`SymbolModel.decode`) live the
+models' serialization (:func:`write_models`, :func:`read_models`) and the choice of which
+model codes which tensor (:func:`choose_models`); the container (``pipeline.bitstream``)
+only says where in the file they go.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ from functools import cached_property
 
 import constriction
 import numpy as np
+
+from pipeline.byteio import ByteReader, ByteWriter
+from pipeline.errors import BitstreamError
 
 MAX_ALPHABET = 1 << 16  # enough for 16-bit symbols
 
@@ -80,3 +88,116 @@ class SymbolModel:
 def empirical_entropy_bits(symbols: np.ndarray) -> float:
     """``n * H(p)`` with ``p`` the symbols' own histogram: the bound a coder aims at."""
     return SymbolModel.from_symbols(symbols).ideal_bits(symbols)
+
+
+# --- serialization: what the file stores of a model ---------------------------------------------
+#
+# A model is stored as its integer counts: ``svarint offset | varint alphabet | varint count...``.
+# Files of format version 2 put a one-byte model kind before that (``MODEL_COUNTS``, the only
+# kind so far); version 1 has no kind byte.
+
+MODEL_COUNTS = 0
+
+
+def _write_counts(w: ByteWriter, model: SymbolModel) -> None:
+    w.svarint(model.offset)
+    w.varint(model.alphabet)
+    for count in model.counts.tolist():
+        w.varint(count)
+
+
+def _read_counts(r: ByteReader, bound: int, max_count: int) -> SymbolModel:
+    offset = r.svarint(bound)
+    alphabet = r.varint(min(MAX_ALPHABET, 2 * bound + 1))
+    if alphabet < 1 or alphabet > r.remaining:  # each count takes at least a byte
+        raise BitstreamError("corrupt symbol model: bad alphabet size")
+    counts = np.array([r.varint(max_count) for _ in range(alphabet)], dtype=np.int64)
+    if counts.sum() == 0:
+        raise BitstreamError("corrupt symbol model: all counts are zero")
+    if offset < -bound or offset + alphabet - 1 > bound:
+        raise BitstreamError("corrupt symbol model: symbols outside the format's range")
+    return SymbolModel(offset, counts)
+
+
+def write_model(w: ByteWriter, model: SymbolModel) -> None:
+    """Stores one model as the file does (kind byte, then its counts)."""
+    w.pack("B", MODEL_COUNTS)
+    _write_counts(w, model)
+
+
+def read_model(r: ByteReader, bound: int, max_count: int, with_kind: bool = True) -> SymbolModel:
+    """The inverse of :func:`write_model` (``with_kind=False``: a version-1 model, counts only).
+
+    ``bound`` limits the symbols (``|symbol| <= bound``) and ``max_count`` each count.
+    """
+    if with_kind:
+        (kind,) = r.unpack("B")
+        if kind != MODEL_COUNTS:
+            raise BitstreamError(f"corrupt symbol model: unknown kind {kind}")
+    return _read_counts(r, bound, max_count)
+
+
+def model_bytes(model: SymbolModel) -> int:
+    """What storing ``model`` costs in the file."""
+    w = ByteWriter()
+    write_model(w, model)
+    return w.size
+
+
+def write_models(w: ByteWriter, models: list[SymbolModel]) -> None:
+    """A segment's model table: how many, then each model."""
+    w.varint(len(models))
+    for model in models:
+        write_model(w, model)
+
+
+def read_models(r: ByteReader, bound: int, max_count: int, with_kind: bool = True) -> list[SymbolModel]:
+    """The inverse of :func:`write_models`."""
+    n_models = r.varint(r.remaining)
+    return [read_model(r, bound, max_count, with_kind) for _ in range(n_models)]
+
+
+# --- which model codes which tensor ---------------------------------------------------------------
+
+
+def choose_models(values: list[np.ndarray]) -> tuple[list[SymbolModel], list[int]]:
+    """Gives each tensor its own symbol model or a shared one, whichever codes smaller.
+
+    ``values`` are the symbols each tensor transmits. Returns the models to store (the shared
+    one first, when there is one) and, per tensor, the index of the one it uses. The cost of a
+    model is its ideal code length plus what storing it takes; a shared model's storage is
+    split among its users.
+    """
+    own = [SymbolModel.from_symbols(v) for v in values]
+    own_cost = [m.ideal_bits(v) + 8 * model_bytes(m) for m, v in zip(own, values)]
+    use_shared = [True] * len(values)
+    shared = None
+    for _ in range(3):  # the shared model depends on who uses it: iterate to a fixed point
+        members = [v for v, s in zip(values, use_shared) if s]
+        if not members:
+            break
+        shared = SymbolModel.from_symbols(np.concatenate([m.ravel() for m in members]))
+        shared_cost = 8 * model_bytes(shared) / len(members)
+        new = [shared.covers(v) and shared.ideal_bits(v) + shared_cost < c for v, c in zip(values, own_cost)]
+        if new == use_shared:
+            break
+        use_shared = new
+    models: list[SymbolModel] = []
+    index = []
+    if shared is not None and any(use_shared) and all(shared.covers(v) for v, s in zip(values, use_shared) if s):
+        models.append(shared)
+    else:
+        use_shared = [False] * len(values)
+    for m, s in zip(own, use_shared):
+        if s:
+            index.append(0)
+        else:
+            index.append(len(models))
+            models.append(m)
+    return models, index
+
+
+def mask_model(numel: int, kept: int) -> SymbolModel:
+    """The model of a pruning mask of ``numel`` entries, ``kept`` of them ones: the file stores only
+    ``kept``, so this model is never written."""
+    return SymbolModel(0, np.array([numel - kept, kept], dtype=np.int64))

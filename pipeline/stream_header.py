@@ -1,0 +1,112 @@
+"""What a ``.bin`` file describes: the header (network, video geometry) and each tensor's symbols.
+
+:mod:`pipeline.bitstream` puts these into bytes and back; this module holds the values and
+their checks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from pipeline.config import NetworkConfig, section_from_dict, section_to_dict
+from pipeline.errors import BitstreamError, InputError
+from pipeline.geometry import MAX_SIDE
+from pipeline.quantization import QuantParams
+
+MAX_FRAMES = 1 << 24
+
+# Version-1 files were written before the network config had these fields; their networks
+# had the structure these values describe.
+_V1_NETWORK = {"single_head_projection": True}
+
+
+@dataclass(frozen=True)
+class StreamHeader:
+    """Everything the decoder needs besides the weights."""
+
+    network: NetworkConfig  # resolved: grid and strides set
+    width: int  # the video's size; the network's output is cropped to it
+    height: int
+    num_frames: int
+    fps: float
+    encoder: str = ""
+    # The encoder's rate model's estimate of the weights' coded bytes (masks and values), kept
+    # so that --info can show how close it was; informative only, the decoder never needs it.
+    estimated_weight_bytes: float | None = None
+
+    def to_json(self) -> dict:
+        out = {
+            "network": section_to_dict(self.network),
+            "video": {"width": self.width, "height": self.height, "frames": self.num_frames, "fps": self.fps},
+            "encoder": self.encoder,
+        }
+        if self.estimated_weight_bytes is not None:
+            out["estimated_weight_bytes"] = self.estimated_weight_bytes
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict, version: int = 2) -> StreamHeader:
+        """The inverse of :meth:`to_json`, for a file of format ``version``; checks every field."""
+        if version == 1 and isinstance(data.get("network"), dict) and set(_V1_NETWORK) & set(data["network"]):
+            raise BitstreamError("corrupt header: a version-1 network with fields of later versions")
+        try:
+            video = data["video"]
+            network_fields = data["network"]
+            if version == 1 and isinstance(network_fields, dict):
+                network_fields = {**_V1_NETWORK, **network_fields}
+            network = section_from_dict(NetworkConfig, network_fields, "bitstream network")
+            header = cls(network, int(video["width"]), int(video["height"]), int(video["frames"]),
+                         float(video["fps"]), str(data.get("encoder", "")))
+            estimate = data.get("estimated_weight_bytes")
+            if estimate is not None:
+                if isinstance(estimate, bool) or not isinstance(estimate, (int, float)) or not 0 <= estimate < 2**40:
+                    raise ValueError
+                header = replace(header, estimated_weight_bytes=float(estimate))
+        except InputError as exc:
+            raise BitstreamError(f"the header describes an invalid network: {exc}") from None
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError):
+            raise BitstreamError("the header is missing fields or has fields of the wrong type") from None
+        header.validate()
+        return header
+
+    def validate(self) -> None:
+        if not self.network.is_resolved:
+            raise BitstreamError("the header's network has no grid or strides")
+        if max(self.network.out_width, self.network.out_height) > 2 * MAX_SIDE:
+            raise BitstreamError("the header's network renders frames larger than any video this format serves")
+        if not (1 <= self.width <= self.network.out_width and 1 <= self.height <= self.network.out_height):
+            raise BitstreamError(
+                f"the header's video size {self.width}x{self.height} does not fit the network's "
+                f"{self.network.out_width}x{self.network.out_height} output"
+            )
+        if not 1 <= self.num_frames <= MAX_FRAMES:
+            raise BitstreamError(f"the header's frame count {self.num_frames} is out of range")
+        if not (math.isfinite(self.fps) and 0 < self.fps <= 1000):
+            raise BitstreamError(f"the header's frame rate {self.fps} is out of range")
+
+
+@dataclass(frozen=True)
+class CodedTensor:
+    """One transmitted tensor as symbols: what quantization produced."""
+
+    params: QuantParams
+    symbols: np.ndarray  # int32, shape of the tensor; zero where pruned
+    mask: np.ndarray | None = None  # bool, True = kept; None = not pruned
+
+
+@dataclass
+class SizeSplit:
+    """Where the bytes of a file go."""
+
+    header: int = 0  # magic, version, lengths, JSON, per-tensor records, CRC
+    side_info: int = 0  # symbol models (counts) and quantization steps
+    masks: int = 0  # coded pruning masks
+    payload: int = 0  # coded weight values
+    per_tensor: list[dict] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return self.header + self.side_info + self.masks + self.payload
