@@ -113,7 +113,7 @@ def _compress(argv: Sequence[str] | None) -> int:
     from compress.video import compress_video
     from pipeline.errors import InputError
     from pipeline.files import check_output_path, write_atomically
-    from pipeline.video_io import parse_frame_range, parse_size
+    from pipeline.video_io import parse_frame_range, parse_frame_size
 
     preset = build_preset(args)
     given = any(v is not None for v in (args.preset, args.config, args.quality, args.bits))
@@ -125,7 +125,7 @@ def _compress(argv: Sequence[str] | None) -> int:
     if args.time_budget is not None and not (args.time_budget > 0 and math.isfinite(args.time_budget)):
         raise InputError(f"--time-budget must be a positive number of seconds, got {args.time_budget:g}")
     frame_range = parse_frame_range(args.frames) if args.frames else None
-    size = parse_size(args.size) if args.size else None
+    size = parse_frame_size(args.size) if args.size else None
     if args.json:
         check_output_path(Path(args.json), [Path(args.input), Path(args.output)])
     if args.segment_frames == 0:
@@ -232,7 +232,8 @@ def _decode_command(argv: Sequence[str] | None) -> int:
     from pipeline.errors import InputError
     from pipeline.files import check_output_path
     from pipeline.render import resolve_device
-    from pipeline.video_io import STDOUT, Y4M_COLOUR, parse_frame_range
+    from pipeline.video_io import parse_frame_range
+    from pipeline.video_writer import STDOUT, Y4M_COLOUR
 
     source = Path(args.input)
     if args.info:

@@ -19,7 +19,7 @@ import numpy as np
 
 from benchmarks.codec import Codec, Encoded, RDPoint, SourceClip
 from pipeline.errors import InputError
-from pipeline.video_io import ffmpeg_binary, has_encoder
+from pipeline.ffmpeg import ffmpeg_binary, has_encoder
 
 COLOUR = "bt709"
 

@@ -24,7 +24,8 @@ from pipeline.cli_common import run_command
 from pipeline.config import load_preset
 from pipeline.files import write_atomically
 from pipeline.metrics import ms_ssim_mean, psnr
-from pipeline.video_io import read_video, write_video
+from pipeline.video_io import read_video
+from pipeline.video_writer import write_video
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIP = ROOT / "data" / "bunny_320x180_48f.mkv"

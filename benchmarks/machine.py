@@ -22,7 +22,7 @@ def machine_info(device: str) -> dict[str, str]:
     import torch
 
     from benchmarks.anchors import encoder_version
-    from pipeline.video_io import ffmpeg_binary, ffmpeg_version
+    from pipeline.ffmpeg import ffmpeg_binary, ffmpeg_version
 
     def version(module: str) -> str:
         try:

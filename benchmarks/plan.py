@@ -19,7 +19,7 @@ from benchmarks.enerv import ENeRV
 from benchmarks.settings import LOW_DELAY_PRESET, BenchSettings
 from benchmarks.sources import FrameStore, ReadOptions, VideoSource, fingerprint
 from pipeline.errors import InputError
-from pipeline.video_io import ffmpeg_version
+from pipeline.ffmpeg import ffmpeg_version
 
 SCHEMA = 2  # part of every cache key: a change of what a point means invalidates the cache
 

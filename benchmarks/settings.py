@@ -18,7 +18,7 @@ from pipeline.cli_common import OneLineErrorParser
 from pipeline.config import CodecPreset, load_preset, preset_names
 from pipeline.errors import InputError
 from pipeline.presets import with_fit_epochs
-from pipeline.video_io import parse_frame_range, parse_size
+from pipeline.video_io import parse_frame_range, parse_frame_size
 
 CODECS = ("enerv", "x264", "x265")
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
@@ -197,5 +197,5 @@ def parse_settings(argv: list[str]) -> BenchSettings:
         pix_fmts=_choices(args.pix_fmts, defaults["pix_fmts"], PIX_FMTS, "--pix-fmts") if anchors else (),
         low_delay=defaults["low_delay"] if args.low_delay is None else args.low_delay,
         jobs=args.jobs, frame_range=parse_frame_range(args.frames) if args.frames else None,
-        size=parse_size(args.size) if args.size else None, bd_method=args.bd_method, force=args.force,
+        size=parse_frame_size(args.size) if args.size else None, bd_method=args.bd_method, force=args.force,
         dry_run=args.dry_run, quiet=args.quiet)

@@ -201,13 +201,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-only", action="store_true", help="only the decoder's figures (no fitting)")
     p.add_argument("--decode-frames", type=int, default=16, help="frames rendered per decode run")
     args = p.parse_args(argv)
-    from pipeline.video_io import parse_frame_range, parse_size
+    from pipeline.video_io import parse_frame_range, parse_frame_size
 
     preset = load_config(args.config) if args.config else load_preset(args.preset)
     device = resolve_device(args.device)
     if args.decode_only:
         if args.size:
-            width, height = parse_size(args.size)
+            width, height = parse_frame_size(args.size)
         else:
             info = probe_video(args.input)
             width, height = info.width, info.height
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         return 0
     video = read_video(args.input, frame_range=parse_frame_range(args.frames),
-                       size=parse_size(args.size) if args.size else None)
+                       size=parse_frame_size(args.size) if args.size else None)
     result = measure(preset, video.frames, device, args.repeats)
     # After the fitting figures, so that its memory does not count in their peak.
     result["decode"] = measure_decode(preset, video.info.width, video.info.height, device, args.decode_frames,

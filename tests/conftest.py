@@ -45,7 +45,7 @@ def mux_audio_and_subtitles(video, output) -> None:
     """``output`` (.mkv): ``video``'s stream copied, with a sine tone and one subtitle beside it."""
     import subprocess
 
-    from pipeline.video_io import ffmpeg_binary
+    from pipeline.ffmpeg import ffmpeg_binary
 
     subtitles = output.with_suffix(".srt")
     subtitles.write_text("1\n00:00:00,000 --> 00:00:00,200\nhello\n")

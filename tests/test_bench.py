@@ -22,7 +22,8 @@ from pipeline.config import load_preset
 from pipeline.errors import InputError
 from pipeline.metrics import psnr
 from pipeline.presets import with_fit_epochs
-from pipeline.video_io import read_video, write_video
+from pipeline.video_io import read_video
+from pipeline.video_writer import write_video
 
 # Two E-NeRV points (test-tiny, a few epochs) and three CRFs for each anchor.
 SWEEP = ["--enerv-presets", "test-tiny", "--epochs", "3", "--enerv-points", "8:0,6:0.3", "--budget-seconds", "600",

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from pipeline.metrics import psnr
-from pipeline.video_io import read_video, write_video
+from pipeline.video_io import read_video
+from pipeline.video_writer import write_video
 from tests.conftest import smooth_clip
 
 BIN_DIR = Path(sys.executable).parent

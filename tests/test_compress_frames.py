@@ -13,7 +13,8 @@ from compress.video import compress_video
 from pipeline.config import load_preset
 from pipeline.errors import InputError
 from pipeline.presets import with_codec_settings, with_fit_epochs
-from pipeline.video_io import read_video, write_video
+from pipeline.video_io import read_video
+from pipeline.video_writer import write_video
 
 # 6 fitting epochs, and one epoch of each fine-tune (test-tiny's 3 scaled by 6/30, rounded).
 TINY = with_fit_epochs(load_preset("test-tiny"), 6)

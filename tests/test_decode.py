@@ -22,10 +22,11 @@ from decompress.frame_source import FrameSource, Segment, load_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
 from pipeline.config import load_preset
 from pipeline.errors import InputError
+from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network
 from pipeline.render import FrameRenderer, render_frames
-from pipeline.video_io import ffmpeg_binary, read_video
+from pipeline.video_io import read_video
 
 BIN_DIR = Path(sys.executable).parent
 
@@ -298,7 +299,7 @@ echo "av_interleaved_write_frame(): No space left on device" >&2
 exit 1
 """)
     fake.chmod(0o755)
-    monkeypatch.setattr("pipeline.video_io.ffmpeg_binary", lambda: str(fake))
+    monkeypatch.setattr("pipeline.video_writer.ffmpeg_binary", lambda: str(fake))
     (tmp_path / "out.mkv").write_bytes(b"previous result")
     assert cli.decompress_main([str(path), "-o", str(tmp_path / "out.mkv")]) == 2
     err = capsys.readouterr().err

@@ -8,7 +8,8 @@ from conftest import smooth_clip
 
 from benchmarks import demo
 from decompress.decode import decode_frames, read_file_bytes
-from pipeline.video_io import read_video, write_video
+from pipeline.video_io import read_video
+from pipeline.video_writer import write_video
 
 
 def test_demo_compresses_decodes_and_compares_with_x264(tmp_path, monkeypatch, capsys):

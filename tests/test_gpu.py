@@ -6,7 +6,7 @@ import pytest
 import cli
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.metrics import psnr
-from pipeline.video_io import write_video
+from pipeline.video_writer import write_video
 from tests.conftest import smooth_clip
 
 pytestmark = pytest.mark.gpu

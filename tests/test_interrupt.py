@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.video_io import write_video
+from pipeline.video_writer import write_video
 from tests.conftest import smooth_clip
 
 EXE = shutil.which("enerv-compress", path=str(Path(sys.executable).parent))

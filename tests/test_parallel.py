@@ -12,7 +12,7 @@ import pytest
 
 from compress.parallel import SINGLE, Ranks, launched_by_torchrun, ranks_from_environment
 from pipeline.errors import InputError
-from pipeline.video_io import write_video
+from pipeline.video_writer import write_video
 from tests.conftest import smooth_clip
 
 EXE = shutil.which("enerv-compress", path=str(Path(sys.executable).parent))

@@ -17,9 +17,10 @@ import pytest
 import cli
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.bitstream import read_bitstream, write_bitstream
+from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.files import write_atomically
 from pipeline.quantization import dequantize
-from pipeline.video_io import ffmpeg_binary, write_video
+from pipeline.video_writer import write_video
 from tests.conftest import smooth_clip
 
 DATA = Path(__file__).parent / "data"

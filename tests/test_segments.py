@@ -20,7 +20,7 @@ from pipeline.config import load_preset
 from pipeline.errors import InputError
 from pipeline.metrics import psnr
 from pipeline.presets import with_fit_epochs
-from pipeline.video_io import write_video
+from pipeline.video_writer import write_video
 from tests.conftest import mux_audio_and_subtitles, smooth_clip
 
 TINY = with_fit_epochs(load_preset("test-tiny"), 6)

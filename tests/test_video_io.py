@@ -13,19 +13,18 @@ import pytest
 from conftest import mux_audio_and_subtitles
 
 from pipeline.errors import InputError
+from pipeline.ffmpeg import ffmpeg_version, has_encoder
 from pipeline.video_io import (
     Video,
     VideoInfo,
     _parse_video_stream,
     count_frames,
-    ffmpeg_version,
-    has_encoder,
     parse_frame_range,
-    parse_size,
+    parse_frame_size,
     probe_video,
     read_video,
-    write_video,
 )
+from pipeline.video_writer import write_video
 
 
 def make_clip(frames: int = 8, height: int = 32, width: int = 48) -> np.ndarray:
@@ -235,14 +234,14 @@ def test_parse_frame_range_rejects(text: str) -> None:
 
 
 @pytest.mark.parametrize("text, expected", [("640x360", (640, 360)), ("24X16", (24, 16)), (" 1 x 1 ", (1, 1))])
-def test_parse_size(text: str, expected: tuple[int, int]) -> None:
-    assert parse_size(text) == expected
+def test_parse_frame_size(text: str, expected: tuple[int, int]) -> None:
+    assert parse_frame_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "640", "0x360", "640x0", "-640x360", "640x-360", "64.5x36", "axb", "640*360"])
-def test_parse_size_rejects(text: str) -> None:
+def test_parse_frame_size_rejects(text: str) -> None:
     with pytest.raises(InputError, match="size"):
-        parse_size(text)
+        parse_frame_size(text)
 
 
 # --- bad inputs ---------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""pipeline.video_io.VideoWriter: frames streamed into ffmpeg one at a time, outputs put in place only when complete."""
+"""pipeline.video_writer.VideoWriter: frames streamed into ffmpeg one at a time, outputs put in place only when
+complete."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 import pytest
 
 from pipeline.errors import InputError
-from pipeline.video_io import VideoWriter, read_video, write_video
+from pipeline.video_io import read_video
+from pipeline.video_writer import VideoWriter, write_video
 from tests.conftest import smooth_clip
 
 
