@@ -16,14 +16,18 @@ import yaml
 
 from pipeline.errors import InputError
 
-MODEL_KINDS = ("enerv", "nerv", "enerv-grid")
 PRECISIONS = ("auto", "float32", "bf16")
 MAX_STAGES = 8
 
 
 @dataclass(frozen=True)
 class NetworkConfig:
-    """Architecture of E-NeRV or NeRV.
+    """Architecture of a network of one of the kinds of :mod:`pipeline.kinds` (E-NeRV, NeRV, enerv-grid).
+
+    One flat set of fields for every kind, all written into a file's header (so that old files
+    keep their bytes); each kind names the fields it reads (``network_kind(kind).fields``). Every
+    field's range is checked here, whatever the kind; the kind itself is checked wherever it is
+    used (:func:`pipeline.kinds.network_kind`: resolving, building, reading a header).
 
     ``fc_h``, ``fc_w`` and ``strides`` may be left out (None): they are then derived
     from the video size by :func:`pipeline.geometry.resolve_network`, aiming at
@@ -67,8 +71,8 @@ class NetworkConfig:
     max_stages: int = 5
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise InputError(f"network.kind must be one of {MODEL_KINDS}, not {self.kind!r}")
+        if not isinstance(self.kind, str) or not self.kind:
+            raise InputError(f"network.kind must be the name of a network kind, not {self.kind!r}")
         positive = {
             "fc_dim": self.fc_dim,
             "reduction": self.reduction,
@@ -123,9 +127,9 @@ class NetworkConfig:
                              f"(at most {MAX_STAGES}) of integers in 1..4096")
 
     @property
-    def is_resolved(self) -> bool:
-        geometry = self.fc_h is not None and self.fc_w is not None and self.strides is not None
-        return geometry and (self.kind != "enerv-grid" or self.time_grid_knots is not None)
+    def has_geometry(self) -> bool:
+        """Whether the grid and the strides are set (a kind may need more: ``network_kind(kind).is_resolved``)."""
+        return self.fc_h is not None and self.fc_w is not None and self.strides is not None
 
     @property
     def out_height(self) -> int:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from pipeline.config import NetworkConfig
 from pipeline.errors import InputError
-from pipeline.networks import time_grid_knots
+from pipeline.kinds import network_kind
 
 MIN_SIDE = 8
 MAX_SIDE = 8192
@@ -54,17 +54,19 @@ def split_strides(scale: int, max_stages: int) -> tuple[int, ...]:
 
 
 def resolve_network(config: NetworkConfig, width: int, height: int, num_frames: int | None = None) -> NetworkConfig:
-    """Returns ``config`` with ``fc_h``, ``fc_w`` and ``strides`` set for a video size, and for
-    ``enerv-grid`` the temporal grids' knots for a clip (or segment) of ``num_frames`` frames
-    (left unset without ``num_frames``: the network cannot be built then).
+    """Returns ``config`` with ``fc_h``, ``fc_w`` and ``strides`` set for a video size, and the
+    fields its kind derives from a clip's length (``enerv-grid``: the temporal grids' knots) for a
+    clip (or segment) of ``num_frames`` frames (left unset without ``num_frames``: such a network
+    cannot be built then).
 
     Given values are kept; they must then cover the video.  Otherwise the scale is
     chosen so that the grid holds about ``grid_tokens`` tokens with little padding.
     """
-    if config.kind == "enerv-grid" and config.time_grid_knots is None and num_frames is not None:
+    kind = network_kind(config.kind)
+    kind.validate(config)
+    if num_frames is not None:
         # Without a frame count only the geometry is resolved (enough to check a size).
-        knots = tuple(time_grid_knots(spacing, num_frames) for spacing in config.time_grid_spacing)
-        config = replace(config, time_grid_knots=knots)
+        config = kind.resolve_clip(config, num_frames)
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
         raise InputError(
             f"cannot serve a {width}x{height} video: each side must be in {MIN_SIDE}..{MAX_SIDE} pixels"

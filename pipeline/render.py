@@ -68,7 +68,7 @@ def frame_activation_bytes(model: nn.Module) -> int:
     before the pixel shuffle and the activation's output live beside it.
     """
     config = getattr(model, "config", None)
-    if config is None or not getattr(config, "is_resolved", False):
+    if config is None or not getattr(config, "has_geometry", False):
         return 0
     h, w, largest = config.fc_h, config.fc_w, 0
     for (c_in, c_out), stride in zip(stage_widths(config), config.strides):

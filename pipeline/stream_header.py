@@ -14,6 +14,7 @@ import numpy as np
 from pipeline.config import NetworkConfig, section_from_dict, section_to_dict
 from pipeline.errors import BitstreamError, InputError
 from pipeline.geometry import MAX_SIDE
+from pipeline.kinds import network_kind
 from pipeline.quantization import QuantParams
 
 MAX_FRAMES = 1 << 24
@@ -73,7 +74,12 @@ class StreamHeader:
         return header
 
     def validate(self) -> None:
-        if not self.network.is_resolved:
+        try:
+            kind = network_kind(self.network.kind)
+            kind.validate(self.network)
+        except InputError as exc:
+            raise BitstreamError(f"the header describes an invalid network: {exc}") from None
+        if not kind.is_resolved(self.network):
             raise BitstreamError("the header's network has no grid or strides")
         if max(self.network.out_width, self.network.out_height) > 2 * MAX_SIDE:
             raise BitstreamError("the header's network renders frames larger than any video this format serves")
