@@ -23,6 +23,7 @@ from pipeline.entropy import empirical_entropy_bits
 from pipeline.errors import BitstreamError
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network
+from pipeline.segments import check_tiling, segment_index
 
 SMALL = dict(fc_dim=16, block_dim=16, mlp_dim=16, stem_dims=(32,), mod_dim=16, heads=2, head_dim=8,
              expansion=2.0, lower_width=8, pe_levels=16, max_stages=3)
@@ -151,3 +152,21 @@ def test_corruptions_are_refused(stream, case):
     _, _, data, _ = stream
     with pytest.raises(BitstreamError):
         read_bitstream(CORRUPTIONS[case](data))
+
+
+# --- segment tiling and lookup, one place for the writer, the reader and the decoder ----------------
+
+
+def test_tiling_is_checked_in_one_place_and_a_frame_finds_its_segment():
+    spans = [SegmentSpan(0, 4), SegmentSpan(4, 5), SegmentSpan(9, 1)]
+    check_tiling(spans, 10)
+    check_tiling(spans)  # without a frame count: only one after the other
+    for bad, frames in ([], 10), (spans, 11), ([SegmentSpan(0, 4), SegmentSpan(5, 5)], 10), \
+            ([SegmentSpan(0, 0), SegmentSpan(0, 10)], 10), ([SegmentSpan(1, 9)], None):
+        with pytest.raises(ValueError, match="segments"):
+            check_tiling(bad, frames)
+    assert [segment_index(spans, f) for f in range(10)] == [0] * 4 + [1] * 5 + [2]
+    for outside in (-1, 10):
+        with pytest.raises(ValueError, match="outside"):
+            segment_index(spans, outside)
+    assert SegmentSpan(4, 5).overlaps(range(8, 12)) and not SegmentSpan(4, 5).overlaps(range(9, 12))

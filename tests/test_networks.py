@@ -1,11 +1,12 @@
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import pytest
 import torch
 
-from pipeline.config import NetworkConfig, load_preset
+from pipeline.config import NetworkConfig, load_preset, section_from_dict, section_to_dict
 from pipeline.errors import InputError
 from pipeline.geometry import resolve_network, split_strides
+from pipeline.kinds import KINDS, kind_names, network_kind
 from pipeline.networks import build_network, count_parameters, frame_times
 
 # The reference implementation stores E-NeRV's 2 x 9 x 16 coordinate grid as a frozen
@@ -132,3 +133,52 @@ def test_grid_network_parameter_order_is_deterministic_and_frames_depend_on_thei
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-5)
     first, last = together[0], together[-1]
     assert not torch.allclose(first, last)  # the temporal grid makes frames differ
+
+
+# --- the registry of network kinds ------------------------------------------------------------------
+
+
+def test_an_unknown_kind_is_refused_in_one_line():
+    for where in (lambda: network_kind("transformer"),
+                  lambda: resolve_network(NetworkConfig(kind="transformer"), 48, 32),
+                  lambda: build_network(replace(resolve_network(NetworkConfig(), 48, 32), kind="transformer"))):
+        with pytest.raises(InputError) as error:
+            where()
+        message = str(error.value)
+        assert "\n" not in message and "transformer" in message and "enerv-grid" in message
+
+
+@pytest.mark.parametrize("name", kind_names())
+def test_each_kind_builds_and_round_trips_its_config(name):
+    kind = network_kind(name)
+    config = resolve_network(NetworkConfig(kind=name, **SMALL), 48, 32, num_frames=10)
+    assert kind.is_resolved(config)
+    model = kind.build(config)
+    assert isinstance(model, kind.network) and type(build_network(config)) is kind.network
+    again = section_from_dict(NetworkConfig, section_to_dict(config), "test")
+    assert again == config
+    known = {f.name for f in fields(NetworkConfig)}
+    assert set(kind.fields) <= known and set(kind.clip_fields) <= known
+
+
+def test_clip_fields_are_what_a_kind_needs_beyond_the_geometry():
+    grid = network_kind("enerv-grid")
+    assert grid.clip_fields == ("time_grid_knots",)
+    geometry_only = resolve_network(NetworkConfig(kind="enerv-grid", **SMALL), 48, 32)
+    assert geometry_only.has_geometry and not grid.is_resolved(geometry_only)
+    assert grid.is_resolved(grid.resolve_clip(geometry_only, 9))
+    for name in ("enerv", "nerv"):
+        config = resolve_network(NetworkConfig(kind=name, **SMALL), 48, 32)
+        assert network_kind(name).is_resolved(config) and network_kind(name).resolve_clip(config, 9) == config
+
+
+def test_only_the_grid_kind_scales_its_width():
+    assert {name for name, kind in KINDS.items() if kind.scales_width} == {"enerv-grid"}
+    grid = NetworkConfig(kind="enerv-grid", **SMALL)
+    wide = network_kind("enerv-grid").with_width(grid, 2.0)
+    assert (wide.fc_dim, wide.lower_width, wide.mod_dim) == (32, 16, 32)
+    assert wide.time_grid_channels == (8, 4) and wide.space_grid_channels == (4, 2)
+    assert network_kind("enerv-grid").with_width(grid, 0.01).space_grid_channels == (1, 1)  # at least 1
+    assert network_kind("enerv-grid").with_width(grid, 1.0) is grid
+    paper = NetworkConfig(kind="enerv", **SMALL)
+    assert network_kind("enerv").with_width(paper, 2.0) is paper
