@@ -37,15 +37,17 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
 
 # The GPU check runs with the GPU machine's own python3 and PyTorch (no venv is built there); it
-# installs what that machine lacks from wheels/, which gpu-wheels fills here, where PyPI is reached.
+# installs what that machine lacks from wheels/, which gpu-wheels fills here, where PyPI is reached
+# (with the first 60 frames of the 720p bunny, since ../shared does not travel).
 # --no-deps keeps pip away from torch, so every dependency that can be missing is named here.
 GPU_WHEELS ?= 'constriction>=0.4,<0.6' ffmpeg-python future imageio-ffmpeg pytorch-msssim bjontegaard pyyaml tqdm \
 	pytest pytest-timeout iniconfig pluggy packaging pygments
 GPU_CHECK_ARGS ?=
 
-gpu-wheels:
+gpu-wheels: setup
 	$(PYTHON) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 		--platform manylinux2014_x86_64 --platform manylinux_2_17_x86_64 -d wheels/ $(GPU_WHEELS)
+	$(BIN)/python -m benchmarks.gpu_check --prepare-clip
 
 gpu-check:
 	$(PYTHON) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)

@@ -12,7 +12,8 @@ frames on the CPU, and prints one table: fit frames/s, PSNR, decode fps and the 
 frame differences. The defaults keep the whole check near 6 minutes.
 
 Without CUDA it prints one line and exits 0. The wheels are prepared beforehand on a
-machine that reaches PyPI (``make gpu-wheels``, which lists the exact ``pip download``).
+machine that reaches PyPI (``make gpu-wheels``, which lists the exact ``pip download`` and
+also puts the first 60 frames of the 720p bunny beside them, ``--prepare-clip``).
 Only the standard library and PyTorch are imported before the packages are in place.
 """
 
@@ -42,6 +43,10 @@ SITE = Path(tempfile.gettempdir()) / "enerv-gpu-check-site"
 # 320x180 bunny, upscaled (real content, softer), else a synthetic clip.
 BUNNY_720P = (ROOT.parent / "shared" / "data" / "bunny_1280x720.mkv", ROOT / "shared" / "data" / "bunny_1280x720.mkv")
 BUNNY_SMALL = ROOT / "data" / "bunny_320x180_48f.mkv"
+# ../shared does not travel to a device machine: `--prepare-clip` (run by make gpu-wheels) puts the
+# first frames of the 720p bunny beside the wheels as H.264 4:4:4 at CRF 10 (3.8 MB for 60 frames
+# against 29 MB of FFV1, so that the wheels and the clip fit the 64 MiB that travel).
+PREPARED_CLIP = WHEELS / "bunny_1280x720_60f.mp4"
 GPU_PRESET, SMOKE_PRESET = "enerv-gpu-720p", "test-tiny"
 PRECISIONS = ("bf16", "float32")
 COLUMNS = ("precision", "fit s", "fit epochs", "fit frames/s", "fit PSNR dB", "PSNR dB", "bytes",
@@ -200,7 +205,7 @@ def synthetic_frames(frames: int, height: int, width: int):
 
 
 def choose_clip(asked: Path | None, workdir: Path, frames: int, smoke: bool) -> ClipChoice:
-    from pipeline.video_io import write_video
+    from pipeline.video_writer import write_video
 
     if smoke:
         path = workdir / "smoke.mkv"
@@ -213,11 +218,29 @@ def choose_clip(asked: Path | None, workdir: Path, frames: int, smoke: bool) -> 
     for path in BUNNY_720P:
         if path.exists():
             return ClipChoice(path, None, f"{path.name}, first {frames} frames")
+    if PREPARED_CLIP.exists():
+        return ClipChoice(PREPARED_CLIP, None, f"{PREPARED_CLIP.name} (H.264 4:4:4 CRF 10), first {frames} frames")
     if BUNNY_SMALL.exists():
         return ClipChoice(BUNNY_SMALL, (1280, 720), f"{BUNNY_SMALL.name} upscaled to 1280x720 (no 720p bunny here)")
     path = workdir / "synthetic_720p.mkv"
     write_video(path, synthetic_frames(frames, 720, 1280), fps=24)
     return ClipChoice(path, None, f"synthetic 1280x720, {frames} frames (no bunny here)")
+
+
+def prepare_clip(frames: int, output: Path = PREPARED_CLIP) -> None:
+    """Cuts the first ``frames`` frames of the 720p bunny into ``output`` (see :data:`PREPARED_CLIP`)."""
+    from pipeline.ffmpeg import ffmpeg_binary, last_line, run_ffmpeg
+
+    source = next((p for p in BUNNY_720P if p.exists()), None)
+    if source is None:
+        raise InputError(f"no 720p bunny at {' or '.join(str(p) for p in BUNNY_720P)}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    proc = run_ffmpeg([ffmpeg_binary(), "-nostdin", "-hide_banner", "-loglevel", "error", "-y", "-i", str(source),
+                       "-frames:v", str(frames), "-an", "-c:v", "libx264", "-preset", "medium", "-crf", "10",
+                       "-pix_fmt", "yuv444p", str(output)])
+    if proc.returncode != 0:
+        raise InputError(f"ffmpeg could not write {output}: {last_line(proc.stderr)}")
+    print(f"wrote {output} ({output.stat().st_size:,} bytes, {frames} frames of {source.name})")
 
 
 # --- fit, decode, compare --------------------------------------------------------------------
@@ -227,7 +250,7 @@ def choose_clip(asked: Path | None, workdir: Path, frames: int, smoke: bool) -> 
 class PrecisionRun:
     precision: str
     fit_seconds: float
-    fit_epochs: int
+    fit_epochs: float  # passes over the frames (a budget may stop in the middle of one)
     fit_frames_per_second: float
     fit_psnr: float
     psnr: float
@@ -309,7 +332,7 @@ def format_table(runs: Sequence[PrecisionRun]) -> str:
     rows = [COLUMNS, tuple("---" for _ in COLUMNS)]
     for r in runs:
         share = r.differing_pixels / r.compared_pixels if r.compared_pixels else math.nan
-        rows.append((r.precision, f"{r.fit_seconds:.1f}", str(r.fit_epochs), f"{r.fit_frames_per_second:.1f}",
+        rows.append((r.precision, f"{r.fit_seconds:.1f}", f"{r.fit_epochs:.3g}", f"{r.fit_frames_per_second:.1f}",
                      f"{r.fit_psnr:.2f}", f"{r.psnr:.2f}", f"{r.bytes:,}", f"{r.decode_fps:.1f}",
                      f"{r.cpu_decode_fps:.2f}", f"{r.differing_pixels:,} of {r.compared_pixels:,} ({share:.2%})",
                      str(r.max_difference)))
@@ -334,7 +357,9 @@ def _parser() -> OneLineErrorParser:
     p.add_argument("--skip-tests", action="store_true", help="do not run pytest -m gpu")
     p.add_argument("--cpu-smoke", action="store_true",
                    help="the same steps on the CPU, with the test-tiny preset on a tiny synthetic clip")
-    p.add_argument("--json", type=Path, help="also write the rows as JSON")
+    p.add_argument("--json", type=Path, help="also write the rows as JSON (after each precision)")
+    p.add_argument("--prepare-clip", action="store_true",
+                   help=f"only write the first --frames of the 720p bunny to {PREPARED_CLIP.relative_to(ROOT)}")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return p
 
@@ -346,6 +371,9 @@ def _check(argv: Sequence[str] | None) -> int:
     frames = args.frames if args.frames is not None else (6 if smoke else 60)
     if not (fit_seconds > 0 and frames >= 1 and args.compare_frames >= 1):
         raise InputError("--fit-seconds, --frames and --compare-frames must be positive")
+    if args.prepare_clip:
+        prepare_clip(frames)
+        return EXIT_OK
     started = time.perf_counter()
     try:
         import torch
@@ -380,13 +408,12 @@ def _check(argv: Sequence[str] | None) -> int:
                                       compare_frames=args.compare_frames, workdir=workdir,
                                       progress=not args.quiet))
             print(f"{precision}: encoded in {runs[-1].encode_seconds:.1f} s", flush=True)
+            if args.json:  # written as the check goes, so that a run stopped at its limit keeps its rows
+                report = {"device": name, "torch": torch.__version__, "clip": clip.what, "tests": tests,
+                          "seconds": round(time.perf_counter() - started, 1), "runs": [asdict(r) for r in runs]}
+                args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(format_table(runs))
-    total = time.perf_counter() - started
-    print(f"gpu-check: {total:.0f} s in all; GPU tests {tests}")
-    if args.json:
-        report = {"device": name, "torch": torch.__version__, "clip": clip.what, "seconds": round(total, 1),
-                  "tests": tests, "runs": [asdict(r) for r in runs]}
-        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"gpu-check: {time.perf_counter() - started:.0f} s in all; GPU tests {tests}")
     return EXIT_OK if tests_ok else 1  # a failed GPU test fails the check
 
 

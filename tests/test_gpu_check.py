@@ -69,13 +69,36 @@ def test_without_cuda_one_line_and_status_0(monkeypatch, capsys):
 def test_cpu_smoke_runs_end_to_end_and_prints_the_table(tmp_path, capsys):
     report = tmp_path / "check.json"
     argv = ["--cpu-smoke", "-q", "--skip-tests", "--fit-seconds", "1", "--frames", "3", "--compare-frames", "2",
-            "--json", str(report), "--wheels", str(tmp_path / "no-wheels"), "--site", str(tmp_path / "site")]
+            "--precision", "float32", "--json", str(report), "--wheels", str(tmp_path / "no-wheels"),
+            "--site", str(tmp_path / "site")]
     assert gpu_check.main(argv) == 0
     out = capsys.readouterr().out
     lines = [line for line in out.splitlines() if line.startswith("|")]
     assert lines[0] == "| " + " | ".join(gpu_check.COLUMNS) + " |"
-    assert [line.split(" | ")[0] for line in lines[2:]] == ["| bf16", "| float32"]
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| float32"]
     runs = json.loads(report.read_text())["runs"]
     for run in runs:
-        assert run["fit_epochs"] >= 1 and run["fit_frames_per_second"] > 0 and run["decode_fps"] > 0
+        assert run["fit_epochs"] > 0 and run["fit_frames_per_second"] > 0 and run["decode_fps"] > 0
         assert run["compared_pixels"] == 2 * 36 * 64 and run["max_difference"] == 0  # CPU against CPU
+
+
+def test_the_clip_is_the_720p_bunny_else_the_prepared_cut_else_the_small_bunny_upscaled(tmp_path, monkeypatch):
+    prepared = tmp_path / "bunny_1280x720_60f.mp4"
+    monkeypatch.setattr(gpu_check, "BUNNY_720P", (tmp_path / "absent.mkv", ROOT / "data" / "bunny_320x180_48f.mkv"))
+    monkeypatch.setattr(gpu_check, "PREPARED_CLIP", prepared)
+    assert gpu_check.choose_clip(None, tmp_path, 60, smoke=False).path.name == "bunny_320x180_48f.mkv"
+    monkeypatch.setattr(gpu_check, "BUNNY_720P", (tmp_path / "absent.mkv",))
+    prepared.write_bytes(b"")
+    assert gpu_check.choose_clip(None, tmp_path, 60, smoke=False).path == prepared
+    prepared.unlink()
+    fallback = gpu_check.choose_clip(None, tmp_path, 60, smoke=False)
+    assert fallback.path == gpu_check.BUNNY_SMALL and fallback.size == (1280, 720)
+
+
+def test_the_table_has_a_row_per_precision_and_its_columns():
+    run = gpu_check.PrecisionRun("bf16", 150.0, 412.5, 165.0, 33.1, 32.4, 612_345, 95.0, 1.5, 12, 2_764_800, 1,
+                                 171.0, "cuda")
+    lines = gpu_check.format_table([run, gpu_check.PrecisionRun(**{**run.__dict__, "precision": "float32"})])
+    header, _, *rows = lines.splitlines()
+    assert header.count("|") == len(gpu_check.COLUMNS) + 1 and len(rows) == 2
+    assert rows[0].split(" | ")[1:4] == ["150.0", "412", "165.0"] and "12 of 2,764,800 (0.00%)" in rows[0]
