@@ -110,6 +110,7 @@ def _compress(argv: Sequence[str] | None) -> int:
     from compress.fit import FitInterrupted
     from compress.parallel import process_group
     from compress.ratecontrol import RateRequest
+    from compress.result import summary_lines
     from compress.video import compress_video
     from pipeline.errors import InputError
     from pipeline.files import check_output_path, write_atomically
@@ -142,25 +143,8 @@ def _compress(argv: Sequence[str] | None) -> int:
         return EXIT_INTERRUPTED
     if result is None:  # --dry-run (the plan is printed), or a rank other than 0
         return EXIT_OK
-    stages = ", ".join(f"{k} {v:.1f} s" for k, v in result.stage_seconds.items())
-    ms = f"{result.ms_ssim:.4f}" if result.ms_ssim is not None else "n/a (frames under 161 px)"
-    coding = [f"quality {result.quality:g}" if result.quality is not None else "no rate term"]
-    if result.bits is not None:
-        coding.append(f"{result.bits}-bit")
-    if result.prune_ratio:
-        coding.append(f"pruned {result.prune_ratio:.0%}")
-    print(f"wrote {result.output}: {result.bytes:,} bytes, {result.bpp:.4f} bpp "
-          f"({result.frames} frames of {result.width}x{result.height}, {result.parameters:,} parameters, "
-          f"{', '.join(coding)})")
-    if result.target_bytes is not None:
-        print(f"rate target {result.target_asked}: {result.target_bytes:,} bytes; the file is "
-              f"{result.bytes / result.target_bytes - 1:+.1%} from it (width x{result.width_factor:g}, "
-              f"steps x{result.step_multiplier:.3g})")
-    print(f"quality of the decoded frames: PSNR {result.psnr:.2f} dB, MS-SSIM {ms} "
-          f"(fitted before pruning/quantization: {result.fit_psnr:.2f} dB)")
-    budget = f" (budget {result.time_budget:g} s)" if result.time_budget is not None else ""
-    print(f"time: {stages}; total {result.seconds:.1f} s on {result.device}{budget}; "
-          f"epochs {'+'.join(str(e) for e in result.epochs)} (fit+prune+rd+rounding)")
+    for line in summary_lines(result):
+        print(line)
     if args.json:
         write_atomically(Path(args.json), (json.dumps(result.to_json(), indent=2) + "\n").encode())
     return EXIT_OK

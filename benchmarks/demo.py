@@ -17,8 +17,8 @@ from pathlib import Path
 
 from benchmarks.anchors import X264, match_size
 from benchmarks.codec import SourceClip
-from compress.encode import compress_frames
 from compress.ratecontrol import RateRequest
+from compress.video import compress_frames
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.cli_common import run_command
 from pipeline.config import load_preset

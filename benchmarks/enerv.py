@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import shlex
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,11 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.budget import budget_factor, epochs_of, estimate_seconds_per_epoch, scale_epochs
+from benchmarks.budget import budget_factor, measure_steps, within_budget
 from benchmarks.codec import Codec, Encoded, SourceClip
-from compress import encode
 from compress.fit import FitInterrupted
+from compress.plan import estimate_seconds
+from compress.result import ENCODER_NAME
+from compress.video import compress_frames
 from pipeline.config import CodecPreset, override, section_to_dict
+from pipeline.epochs import EpochPlan
 from pipeline.errors import InputError
 from pipeline.files import write_atomically
 from pipeline.presets import with_codec_settings
@@ -176,17 +180,19 @@ class ENeRV(Codec):
     def version(self) -> str:
         import torch
 
-        return f"{encode.ENCODER_NAME} (torch {torch.__version__})"
+        return f"{ENCODER_NAME} (torch {torch.__version__})"
 
     def _budgeted(self, preset: CodecPreset, clip: SourceClip) -> tuple[CodecPreset, float]:
         if self.budget_seconds <= 0:
             return preset, math.nan
         if clip.key not in self._estimates:
-            self._estimates[clip.key] = estimate_seconds_per_epoch(self.preset, clip.frames, self.device)
-        per_epoch = self._estimates[clip.key]
-        factor = budget_factor([self.point_preset(p) for p in self.curve], per_epoch, self.budget_seconds)
-        preset = scale_epochs(preset, factor)
-        return preset, per_epoch * sum(epochs_of(preset))
+            self._estimates[clip.key] = measure_steps(self.preset, clip.frames, self.device)
+        steps, parameters = self._estimates[clip.key]
+        frames, batch = len(clip.frames), preset.fit.batch_size
+        plans = [EpochPlan.of(self.point_preset(p)) for p in self.curve]
+        factor = budget_factor(plans, steps, frames, batch, self.budget_seconds, parameters)
+        plan = within_budget(EpochPlan.of(preset), factor)
+        return plan.apply(preset), estimate_seconds(plan, steps, frames, batch, parameters)
 
     def encode(self, clip: SourceClip, point: ENeRVPoint, target: Path) -> Encoded:
         """compress_frames into ``target``; an interrupted point continues from its checkpoint
@@ -200,20 +206,18 @@ class ENeRV(Codec):
             with contextlib.suppress(OSError, ValueError):
                 saved = json.loads(plan_file.read_text())
         if isinstance(saved, dict) and saved.get("key") == plan_key:
-            fit, pe, rd, qe = saved["epochs"]
-            preset = override(requested, fit=override(requested.fit, epochs=fit),
-                              codec=override(requested.codec, prune_epochs=pe, rd_epochs=rd, qat_epochs=qe))
+            preset = EpochPlan(*saved["epochs"]).apply(requested)
             estimate, resume = saved.get("estimated_seconds") or math.nan, True
         else:
-            checkpoint.unlink(missing_ok=True)
+            _remove(checkpoint)
             resume = False
             preset, estimate = self._budgeted(requested, clip)
             estimate_json = estimate if math.isfinite(estimate) else None
-            write_atomically(plan_file, json.dumps({"key": plan_key, "epochs": epochs_of(preset),
+            write_atomically(plan_file, json.dumps({"key": plan_key, "epochs": EpochPlan.of(preset).as_list(),
                                                     "estimated_seconds": estimate_json}).encode())
 
         def compress(resume: bool):
-            return encode.compress_frames(clip.frames, clip.fps, preset, device=self.device, progress=self.progress,
+            return compress_frames(clip.frames, clip.fps, preset, device=self.device, progress=self.progress,
                                           fit_cache=self.fit_cache, checkpoint=checkpoint, resume=resume,
                                           source_id=clip.source_id)
 
@@ -223,22 +227,22 @@ class ENeRV(Codec):
             except InputError as exc:
                 if not resume or "checkpoint" not in str(exc):
                     raise
-                checkpoint.unlink(missing_ok=True)  # a checkpoint this run cannot use: start the point over
+                _remove(checkpoint)  # a checkpoint this run cannot use: start the point over
                 resume = False
                 data, result = compress(False)
         except FitInterrupted:
             print(f"note: {target.name} keeps its checkpoint; the same command continues this point", file=sys.stderr)
             raise KeyboardInterrupt from None
         write_atomically(target, data)
-        checkpoint.unlink(missing_ok=True)
+        _remove(checkpoint)
         plan_file.unlink(missing_ok=True)
 
-        fit, pe, rd, qe = epochs_of(preset)
+        fit, pe, rd, qe = EpochPlan.of(preset).as_list()
         details = ENeRVDetails(
             preset=preset.name, quality=preset.codec.quality, bits=preset.codec.bits,
             prune_ratio=preset.codec.prune_ratio, epochs=fit,
             prune_epochs=pe, rd_epochs=rd, qat_epochs=qe,
-            epochs_requested="+".join(str(e) for e in epochs_of(requested)),
+            epochs_requested=EpochPlan.of(requested).text,
             budget_seconds=self.budget_seconds or None, estimated_seconds=estimate, parameters=result.parameters,
             fit_seconds=result.fit_seconds, fit_reused=result.fit_reused, fit_key=result.fit_key, resumed=resume,
             device=result.device)
@@ -247,7 +251,7 @@ class ENeRV(Codec):
 
     def command(self, clip: SourceClip, preset: CodecPreset, target: Path) -> str:
         """The enerv-compress command line that runs exactly this configuration."""
-        fit, pe, rd, qe = epochs_of(preset)
+        fit, pe, rd, qe = EpochPlan.of(preset).as_list()
         words = ["enerv-compress", str(clip.path), "-o", str(target), "--preset", preset.name,
                  "--epochs", str(fit), "--prune-epochs", str(pe), "--rd-epochs", str(rd), "--qat-epochs", str(qe)]
         for knob in KNOBS:
@@ -261,3 +265,11 @@ class ENeRV(Codec):
         from decompress.decode import decode_frames, read_file_bytes
 
         return decode_frames(read_file_bytes(path), device=self.device).frames
+
+
+def _remove(checkpoint: Path) -> None:
+    """Removes a point's checkpoint folder (or a checkpoint file of an earlier version)."""
+    if checkpoint.is_dir():
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    else:
+        checkpoint.unlink(missing_ok=True)

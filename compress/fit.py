@@ -11,8 +11,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import io
 import math
-import os
 import re
 import signal
 import sys
@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torch.func import functional_call
 from tqdm import tqdm
 
 from pipeline.config import FitConfig
+from pipeline.files import write_atomically
 from pipeline.metrics import psnr_from_mse
 from pipeline.networks import frame_times
 
@@ -86,6 +87,7 @@ class TrainResult:
     train_psnr: float  # on float outputs during the last epoch, an estimate
     recoveries: int = 0
     history: list[dict] = field(default_factory=list)
+    steps: int = 0  # optimizer steps run
 
 
 def reconstruction_loss(pred: torch.Tensor, target: torch.Tensor, l1_weight: float, ssim_weight: float,
@@ -218,9 +220,17 @@ class _StopRequest:
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Writes a training checkpoint atomically (a crash leaves the previous one)."""
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(path, buffer.getvalue())
+
+
+class Pacer(Protocol):
+    """Re-plans a stage's length from its measured pace (:class:`compress.plan.BudgetPacer`)."""
+
+    def total_steps(self, stage: str, done: int, planned: int, seconds: float, timed: int) -> int:
+        """The stage's new total of steps, ``done`` of ``planned`` being done; the last ``timed``
+        of them took ``seconds`` (wall time)."""
 
 
 def train(
@@ -228,8 +238,9 @@ def train(
     clip: Clip,
     fit: FitConfig,
     *,
-    epochs: int,
+    epochs: float,
     lr: float,
+    steps: int | None = None,
     transform: WeightTransform | None = None,
     companion: nn.Module | None = None,
     companion_lr: float = 0.0,
@@ -240,15 +251,20 @@ def train(
     resume_state: dict | None = None,
     checkpoint_seconds: float = 60.0,
     deadline: float | None = None,
+    pacer: Pacer | None = None,
+    stage: str = "fit",
 ) -> TrainResult:
-    """Trains ``model`` in place for ``epochs`` epochs and returns what happened.
+    """Trains ``model`` in place for ``epochs`` epochs (or ``steps`` optimizer steps) and returns
+    what happened.
 
     ``transform`` maps the parameters to the weights used in the forward pass (a pruning
     mask, quantization) and may add a penalty (the rate term) to the loss; gradients reach
     the parameters through it. ``companion`` is a module trained along (the quantizer's
     steps), with its own learning rate, whose state is kept and restored with the model's.
     ``deadline`` (a ``time.perf_counter()`` value) ends training at the last epoch boundary
-    that the measured epoch time says will be reached before it.
+    that the measured epoch time says will be reached before it. ``pacer`` re-plans the number
+    of steps of ``stage`` from the measured pace as training goes (a time budget); the learning
+    rate schedule follows the new length. The last epoch may then be a part of one.
 
     An epoch whose loss is not finite, or is ``EXPLODED`` times the best one, sends the
     model back to its best state with half the learning rate. The model ends in its best
@@ -262,7 +278,7 @@ def train(
     optimizer = torch.optim.Adam(groups, lr=lr, betas=fit.betas)
     modules = {"model": model} if companion is None else {"model": model, "companion": companion}
     steps_per_epoch = math.ceil(clip.num_frames / fit.batch_size)
-    total_steps = max(epochs * steps_per_epoch, 1)
+    total_steps = steps if steps is not None else round(epochs * steps_per_epoch)
 
     start_epoch, lr_scale, recoveries, history = 0, 1.0, 0, []
     best_loss, best_state = math.inf, None
@@ -277,6 +293,7 @@ def train(
         start_epoch, lr_scale = resume_state["epoch"], resume_state["lr_scale"]
         recoveries, history = resume_state["recoveries"], resume_state["history"]
         best_loss, best_state = resume_state["best_loss"], resume_state["best_state"]
+        total_steps = resume_state.get("total_steps", total_steps)
 
     def copy_state() -> dict:
         state = {key: copy.deepcopy(module.state_dict()) for key, module in modules.items()}
@@ -291,24 +308,27 @@ def train(
 
     def snapshot(epoch_done: int) -> dict:
         state = {"tag": checkpoint_tag, "epoch": epoch_done, "lr_scale": lr_scale, "recoveries": recoveries,
-                 "history": history, "best_loss": best_loss, "best_state": best_state}
+                 "history": history, "best_loss": best_loss, "best_state": best_state, "total_steps": total_steps}
         state.update(boundary)
         return state
 
     model.train()
     started = time.perf_counter()
     last_save = started
-    bar = tqdm(total=epochs, initial=start_epoch, desc=desc, disable=not progress, unit="ep", leave=False,
+    planned_epochs = math.ceil(total_steps / steps_per_epoch)
+    bar = tqdm(total=planned_epochs, initial=start_epoch, desc=desc, disable=not progress, unit="ep", leave=False,
                dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)  # logs get few lines
     epoch = start_epoch
     mean_loss, mean_mse = math.nan, math.nan
     stop = _StopRequest()
+    steps_timed = 0  # this call's steps, for the pacer
     try:
-        while epoch < epochs:
+        while epoch * steps_per_epoch < total_steps:
             epoch_started = time.perf_counter()
             order = _epoch_order(clip.num_frames, fit.seed, epoch).to(device)
             sums = torch.zeros(3, device=device)  # loss, mse, penalty: read once per epoch
-            for i in range(steps_per_epoch):
+            i = 0
+            while i < min(steps_per_epoch, total_steps - epoch * steps_per_epoch):
                 if stop.requested:
                     raise KeyboardInterrupt
                 step = epoch * steps_per_epoch + i
@@ -321,8 +341,14 @@ def train(
                     sums[0] = math.nan
                     break
                 sums += torch.stack(step_loss)
+                i += 1
+                if pacer is not None:
+                    steps_timed += 1
+                    total_steps = max(step + 1, pacer.total_steps(stage, step + 1, total_steps,
+                                                                  time.perf_counter() - started, steps_timed))
+            done = max(i, 1)
             loss_sum, mse_sum, penalty_sum = (float(v) for v in sums.cpu())
-            mean_loss = loss_sum / steps_per_epoch
+            mean_loss = loss_sum / done
             if not math.isfinite(mean_loss) or (math.isfinite(best_loss) and mean_loss > EXPLODED * best_loss):
                 recoveries += 1
                 if recoveries > MAX_RECOVERIES:
@@ -333,21 +359,25 @@ def train(
                 what = "non-finite" if not math.isfinite(mean_loss) else "exploding"
                 bar.write(f"{desc}: {what} loss in epoch {epoch + 1}; back to the best state, lr x{lr_scale:g}")
                 continue
-            mean_mse = mse_sum / steps_per_epoch
+            mean_mse = mse_sum / done
             epoch += 1
             history.append({"epoch": epoch, "seconds": time.perf_counter() - started, "loss": mean_loss,
-                            "psnr": psnr_from_mse(mean_mse), "penalty": penalty_sum / steps_per_epoch})
+                            "psnr": psnr_from_mse(mean_mse), "penalty": penalty_sum / done})
+            if done < steps_per_epoch:
+                history[-1]["steps"] = done  # a part of an epoch, the last one
             boundary = copy_state()
             if mean_loss <= best_loss:
                 best_loss, best_state = mean_loss, boundary
             bar.set_postfix(loss=f"{mean_loss:.4f}", psnr=f"{psnr_from_mse(mean_mse):.2f}")
+            bar.total = max(epoch, math.ceil(total_steps / steps_per_epoch))
             bar.update(1)
             if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
                 save_checkpoint(checkpoint, snapshot(epoch))
                 last_save = time.perf_counter()
             now = time.perf_counter()
-            if deadline is not None and epoch < epochs and now + (now - epoch_started) > deadline:
-                bar.write(f"{desc}: time budget reached after {epoch} of {epochs} epochs")
+            if (deadline is not None and epoch * steps_per_epoch < total_steps
+                    and now + (now - epoch_started) > deadline):
+                bar.write(f"{desc}: time budget reached after {epoch} of {planned_epochs} epochs")
                 break
     except KeyboardInterrupt:
         bar.close()
@@ -368,9 +398,12 @@ def train(
         train_psnr=psnr_from_mse(mean_mse) if not math.isnan(mean_mse) else math.nan,
         recoveries=recoveries,
         history=history,
+        steps=min(total_steps, epoch * steps_per_epoch),
     )
 
 
 def fit_network(model: nn.Module, clip: Clip, fit: FitConfig, **kwargs) -> TrainResult:
-    """Fits the representation with the preset's recipe (Adam, warm-up + cosine)."""
-    return train(model, clip, fit, epochs=fit.epochs, lr=fit.lr, desc="fit", **kwargs)
+    """Fits the representation with the preset's recipe (Adam, warm-up + cosine); ``epochs``
+    (or ``steps``) in ``kwargs`` override the preset's epochs."""
+    kwargs.setdefault("epochs", fit.epochs)
+    return train(model, clip, fit, lr=fit.lr, desc="fit", **kwargs)

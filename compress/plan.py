@@ -1,9 +1,14 @@
-"""What an encode will do and how long it will take, from a few real steps on this device.
+"""How long an encode will take, from a few real steps on this device, and keeping it inside a budget.
 
-:func:`measure_step_seconds` times fitting and fine-tuning steps of the actual network on the
-actual frames (on a copy of the network, with the random state restored afterwards, so that a
-measured run gives the same bytes as one that was not measured). :func:`lay_over_budget` turns a
-time budget into epoch counts: the learning-rate schedules are then laid over those epochs.
+One time model serves the plan printed before fitting, ``--dry-run``, ``--time-budget`` and the
+benchmark's budget: :func:`measure_step_seconds` times a fitting step, a fine-tuning step and the
+rendering of a frame of the actual network on the actual frames (on a copy of the network, with
+the random state restored afterwards, so that a measured run gives the same bytes as one that
+was not measured); :func:`estimate_seconds` turns an :class:`~pipeline.epochs.EpochPlan` into
+seconds; :func:`plan_for_budget` scales a plan to a budget, in optimizer steps (a fraction of an
+epoch where the budget affords less than one). While the encode runs, a :class:`BudgetPacer`
+re-plans the steps left from the measured pace, so that a slow or busy start neither overruns
+the budget nor wastes it.
 """
 
 from __future__ import annotations
@@ -16,89 +21,148 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.fit import Clip, training_step
+from compress.fit import Clip, training_step, uses_bf16
 from compress.quantize import NOISE, LearnedQuantizer, quantized_weights
-from pipeline.config import CodecPreset, override
+from pipeline.config import CodecPreset, lambda_for_quality
+from pipeline.epochs import STAGES, EpochPlan
+from pipeline.metrics import ms_ssim_mean
+from pipeline.render import render_frames
+from pipeline.stages import median_seconds
 
-# Seconds of work besides the epochs (rendering and measuring the frames twice, quantizing and
-# coding), as a number of fitting epochs: measured at 1.5-2.5 on the CPU presets.
-OVERHEAD_EPOCHS = 3.0
-SAFETY = 0.92  # the epochs are planned to use this share of the time left
+SAFETY = 0.92  # a budget is planned to this share; the rest absorbs what the model misses
+CODING_SECONDS = 0.5  # quantizing, rate control's bisection, entropy coding and the self-check
+CODING_SECONDS_PER_PARAMETER = 3e-6
+MIN_USEFUL_EPOCHS = 5.0  # fewer passes over the frames than this make a poor file: the plan says so
+LONG_CPU_RUN = 30 * 60.0  # seconds: beyond this a CPU run without a budget says so
 
 
 @dataclass(frozen=True)
 class StepSeconds:
-    """Seconds per training step (one batch) on this device: fitting, and fine-tuning with the
-    quantizer and the rate term (also the cost of a pruning fine-tune's step, a little more)."""
+    """Measured seconds on this device: a training step (one batch) of fitting and of
+    fine-tuning with the quantizer and the rate term (also the cost of a pruning fine-tune's
+    step, a little more), and rendering plus measuring one frame."""
 
     fit: float
     finetune: float
+    frame: float = 0.0
 
-    def epoch_seconds(self, preset: CodecPreset, num_frames: int) -> tuple[float, float]:
-        steps = math.ceil(num_frames / preset.fit.batch_size)
+    def of(self, stage: str) -> float:
+        return self.fit if stage == "fit" else self.finetune
+
+    def epoch_seconds(self, batch_size: int, num_frames: int) -> tuple[float, float]:
+        steps = math.ceil(num_frames / batch_size)
         return self.fit * steps, self.finetune * steps
 
 
-def _median_step(step, repeats: int) -> float:
-    step()  # warm-up: allocations, kernel choice
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        step()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+def steps_per_epoch(num_frames: int, batch_size: int) -> int:
+    return math.ceil(num_frames / batch_size)
 
 
 def measure_step_seconds(model: nn.Module, clip: Clip, preset: CodecPreset, repeats: int = 3) -> StepSeconds:
-    """Times fitting and fine-tuning steps of a copy of ``model`` (which is left untouched)."""
-    devices = [clip.frames.device] if clip.frames.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    """Times fitting and fine-tuning steps and the rendering of a frame of a copy of ``model``
+    (which is left untouched, as is the random state)."""
+    device = clip.frames.device
+    sync = torch.cuda.synchronize if device.type == "cuda" else None
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         probe = copy.deepcopy(model).train()
         params = dict(probe.named_parameters())
-        indices = torch.arange(min(preset.fit.batch_size, clip.num_frames), device=clip.frames.device)
+        indices = torch.arange(min(preset.fit.batch_size, clip.num_frames), device=device)
         optimizer = torch.optim.Adam(params.values(), lr=1e-6)
-        fit = _median_step(lambda: training_step(probe, params, optimizer, clip, indices, preset.fit), repeats)
-        quantizer = LearnedQuantizer(params).to(clip.frames.device)
+        fit = median_seconds(lambda: training_step(probe, params, optimizer, clip, indices, preset.fit),
+                             repeats=repeats, sync=sync)
+        quantizer = LearnedQuantizer(params).to(device)
         transform = quantized_weights(quantizer, NOISE, 0.01, clip.num_frames * clip.height * clip.width)
         optimizer = torch.optim.Adam(list(params.values()) + list(quantizer.parameters()), lr=1e-6)
-        finetune = _median_step(
-            lambda: training_step(probe, params, optimizer, clip, indices, preset.fit, transform), repeats)
-    return StepSeconds(fit, finetune)
+        finetune = median_seconds(
+            lambda: training_step(probe, params, optimizer, clip, indices, preset.fit, transform),
+            repeats=repeats, sync=sync)
+        frame = _frame_seconds(probe.eval(), clip)
+    return StepSeconds(fit, finetune, frame)
 
 
-def finetune_epochs(preset: CodecPreset) -> int:
-    """Epochs of the fine-tunes that this preset runs."""
-    codec = preset.codec
-    rd = codec.rd_epochs if codec.quality is not None else 0
-    return (codec.prune_epochs if codec.prune_ratio > 0 else 0) + rd + codec.qat_epochs
+def _frame_seconds(model: nn.Module, clip: Clip) -> float:
+    """Rendering a frame as the final measurement does, with its PSNR and MS-SSIM."""
+    count = min(2, clip.num_frames)
+    source = clip.frames[:count].cpu().numpy()
+    started = time.perf_counter()
+    rendered = render_frames(model, range(count), clip.num_frames, clip.height, clip.width)
+    ms_ssim_mean(rendered, source)
+    return (time.perf_counter() - started) / count
 
 
-def estimate_seconds(preset: CodecPreset, steps: StepSeconds, num_frames: int) -> float:
-    """The encode's estimated duration: its epochs and the work around them."""
-    fit_epoch, finetune_epoch = steps.epoch_seconds(preset, num_frames)
-    return fit_epoch * (preset.fit.epochs + OVERHEAD_EPOCHS) + finetune_epoch * finetune_epochs(preset)
+def overhead_seconds(steps: StepSeconds, num_frames: int, parameters: int, after: str = "fit") -> float:
+    """The work of an encode besides its training steps that is left after stage ``after``
+    finishes: measuring the fit (after the fit only), the final measurement and the coding."""
+    coding = CODING_SECONDS + CODING_SECONDS_PER_PARAMETER * parameters
+    measuring = steps.frame * num_frames
+    return coding + measuring * (2 if after == "fit" else 1)
 
 
-def lay_over_budget(preset: CodecPreset, steps: StepSeconds, num_frames: int, budget: float) -> CodecPreset:
-    """The preset with every epoch count scaled by one factor so that the encode fits ``budget``
-    seconds (more epochs than the preset's when the budget allows). At least one fitting epoch."""
-    fit_epoch, finetune_epoch = steps.epoch_seconds(preset, num_frames)
-    available = SAFETY * budget - fit_epoch * OVERHEAD_EPOCHS
-    work = fit_epoch * preset.fit.epochs + finetune_epoch * finetune_epochs(preset)
+def estimate_seconds(plan: EpochPlan, steps: StepSeconds, num_frames: int, batch_size: int,
+                     parameters: int = 0) -> float:
+    """The encode's estimated duration: its training steps and the work around them."""
+    per_epoch = steps_per_epoch(num_frames, batch_size)
+    training = sum(plan.steps(stage, per_epoch) * steps.of(stage) for stage in STAGES)
+    return training + overhead_seconds(steps, num_frames, parameters)
+
+
+def plan_for_budget(plan: EpochPlan, steps: StepSeconds, num_frames: int, batch_size: int, budget: float,
+                    parameters: int = 0) -> EpochPlan:
+    """``plan`` with every stage scaled by one factor so that the encode fits ``budget`` seconds
+    (more epochs than the plan's where the budget allows; fractions of an epoch where it affords
+    less than one). The fit keeps at least one step."""
+    per_epoch = steps_per_epoch(num_frames, batch_size)
+    available = SAFETY * budget - overhead_seconds(steps, num_frames, parameters)
+    work = sum(plan.get(stage) * per_epoch * steps.of(stage) for stage in STAGES)
     factor = max(available, 0.0) / work if work > 0 else 1.0
-
-    def scaled(epochs: int) -> int:
-        return max(1, math.floor(epochs * factor)) if epochs else 0
-
-    codec = preset.codec
-    return override(preset, fit=override(preset.fit, epochs=max(1, math.floor(preset.fit.epochs * factor))),
-                    codec=override(codec, prune_epochs=scaled(codec.prune_epochs), rd_epochs=scaled(codec.rd_epochs),
-                                   qat_epochs=scaled(codec.qat_epochs)))
+    scaled = plan.scaled(factor, whole=False)
+    return EpochPlan(max(scaled.fit, 1.0 / per_epoch), scaled.prune, scaled.rd, scaled.qat)
 
 
-LONG_CPU_RUN = 30 * 60.0  # seconds: beyond this a CPU run without a budget says so
+class BudgetPacer:
+    """Keeps the training stages of one encode inside a deadline, re-planned from the measured pace.
+
+    The stages start from the planned steps; as a stage runs, its pace (wall seconds per step,
+    averaged over the stage so far) says how much slower or faster this device is than the plan
+    measured, and the steps left of this stage and of the later ones are scaled by one factor
+    so that the work left ends at the deadline, minus the work after training scaled alike.
+    """
+
+    MIN_TIMED_STEPS = 3
+    MIN_TIMED_SECONDS = 1.0
+    MAX_GROWTH = 4.0  # at most this factor more steps per re-plan
+
+    def __init__(self, deadline: float, plan: EpochPlan, steps: StepSeconds, num_frames: int, batch_size: int,
+                 parameters: int = 0):
+        self.deadline = deadline
+        self.step_seconds = steps
+        self.num_frames, self.parameters = num_frames, parameters
+        per_epoch = steps_per_epoch(num_frames, batch_size)
+        self.left = {stage: float(plan.steps(stage, per_epoch)) for stage in STAGES}
+        self.replans = 0
+
+    def stage_steps(self, stage: str) -> int:
+        """The steps ``stage`` starts with, as earlier re-plans left them (0: skip it)."""
+        planned = self.left[stage]
+        return 0 if planned <= 0 else max(1, math.floor(planned))
+
+    def total_steps(self, stage: str, done: int, planned: int, seconds: float, timed: int) -> int:
+        if timed < self.MIN_TIMED_STEPS or seconds < self.MIN_TIMED_SECONDS:
+            return planned
+        pace = seconds / timed
+        slowness = pace / max(self.step_seconds.of(stage), 1e-9)
+        later = STAGES[STAGES.index(stage) + 1 :]
+        work_now = (planned - done) * pace
+        work_later = sum(self.left[s] * self.step_seconds.of(s) * slowness for s in later)
+        after = overhead_seconds(self.step_seconds, self.num_frames, self.parameters, stage) * slowness
+        seconds_left = self.deadline - time.perf_counter() - after
+        if work_now + work_later <= 0:
+            return planned
+        factor = min(self.MAX_GROWTH, max(seconds_left, 0.0) / (work_now + work_later))
+        for s in later:
+            self.left[s] *= factor
+        self.replans += 1
+        return done + math.floor((planned - done) * factor)
 
 
 def duration_text(seconds: float) -> str:
@@ -110,12 +174,14 @@ def duration_text(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def plan_lines(preset: CodecPreset, parameters: int, frames: int, width: int, height: int, device: torch.device,
-               steps: StepSeconds, estimate: float, time_budget: float | None) -> list[str]:
+def _epochs_text(epochs: float) -> str:
+    return f"{epochs:g}" if float(epochs).is_integer() else f"{epochs:.2f}"
+
+
+def plan_lines(preset: CodecPreset, plan: EpochPlan, parameters: int, frames: int, width: int, height: int,
+               device: torch.device, steps: StepSeconds, estimate: float, time_budget: float | None) -> list[str]:
     """The plan printed before fitting: network, rate, epochs, device and the estimated time."""
-    from compress.fit import uses_bf16
     from compress.ratecontrol import bits_per_parameter
-    from pipeline.config import lambda_for_quality
 
     codec = preset.codec
     pixels = frames * width * height
@@ -126,16 +192,21 @@ def plan_lines(preset: CodecPreset, parameters: int, frames: int, width: int, he
     else:
         rate = f"{codec.bits}-bit alphabet, no rate term"
     precision = "bf16" if uses_bf16(device, preset.fit.precision) else "float32"
-    fit_epoch, finetune_epoch = steps.epoch_seconds(preset, frames)
+    fit_epoch, finetune_epoch = steps.epoch_seconds(preset.fit.batch_size, frames)
     lines = [
         f"plan: {preset.network.kind} '{preset.name}', {parameters:,} parameters, {frames} frames of {width}x{height}",
         f"plan: {rate}",
-        f"plan: {preset.fit.epochs} fitting epochs ({fit_epoch:.2f} s each) + {finetune_epochs(preset)} fine-tuning "
-        f"({finetune_epoch:.2f} s each) on {device.type} ({precision}); estimated {duration_text(estimate)}"
-        + (f" within a budget of {duration_text(time_budget)}" if time_budget is not None else ""),
+        f"plan: {_epochs_text(plan.fit)} fitting epochs ({fit_epoch:.2f} s each) + {_epochs_text(plan.finetune)} "
+        f"fine-tuning ({finetune_epoch:.2f} s each) on {device.type} ({precision}); estimated "
+        f"{duration_text(estimate)}" + (f" within a budget of {duration_text(time_budget)}"
+                                         if time_budget is not None else ""),
     ]
+    if time_budget is not None and plan.fit < MIN_USEFUL_EPOCHS:
+        lines.append(f"plan: note: the budget allows only {_epochs_text(plan.fit)} passes over the frames, too few "
+                     "for a useful file; a smaller --size, a shorter clip (--frames), a longer budget or a GPU "
+                     "would help")
     if time_budget is None and device.type == "cpu" and estimate > LONG_CPU_RUN:
         lines.append(f"plan: note: about {duration_text(estimate)} on this CPU; "
-                     "--time-budget SECONDS fits the run into "
-                     "a budget, a smaller preset or target is faster, and a GPU is many times faster")
+                     "--time-budget SECONDS fits the run into a budget, a smaller preset or target is faster, "
+                     "and a GPU is many times faster")
     return lines

@@ -11,6 +11,8 @@ bounded by +-(2^(bits-1) - 1) instead and the steps start from the tensor's peak
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
@@ -58,7 +60,7 @@ class LearnedQuantizer(nn.Module):
         self.learn_steps = learn_steps
         steps, scales = [], []
         for name in self.names:
-            w = self._masked(name, params[name]).detach().float().cpu()
+            w = self.masked(name, params[name]).detach().float().cpu()
             steps.append(float(peak_steps(w.numpy(), bits if bits is not None else init_bits)[0]))
             kept = w[self.masks[name].cpu()] if name in self.masks else w
             scales.append(laplace_scale_init(kept) if kept.numel() else 1.0)
@@ -66,7 +68,8 @@ class LearnedQuantizer(nn.Module):
         self.log_steps = nn.Parameter(torch.tensor(steps, device=device).log(), requires_grad=learn_steps)
         self.log_scales = nn.Parameter(torch.tensor(scales, device=device).log())
 
-    def _masked(self, name: str, p: torch.Tensor) -> torch.Tensor:
+    def masked(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        """Parameter ``p`` (named ``name``) with its pruning mask applied, if it has one."""
         return p * self.masks[name] if name in self.masks else p
 
     def steps(self) -> torch.Tensor:
@@ -83,7 +86,7 @@ class LearnedQuantizer(nn.Module):
         steps, scales = self.steps(), self.log_scales.exp()
         weights, bits = {}, steps.new_zeros(())
         for i, name in enumerate(self.names):
-            p = self._masked(name, params[name])
+            p = self.masked(name, params[name])
             step = steps_as_tensor(steps[i : i + 1], p.dim())
             if mode == NOISE:
                 bound = self.max_symbol * step
@@ -140,10 +143,35 @@ def scaled_steps(steps: np.ndarray, multiplier: float) -> np.ndarray:
 
 def quantize_network(model: nn.Module, quantizer: LearnedQuantizer) -> list[CodedTensor]:
     """Every transmitted tensor, in the network's parameter order, as symbols on the file's grid."""
-    params = dict(model.named_parameters())
-    return [code_tensor(quantizer._masked(name, params[name]).detach().float().cpu().numpy(), qp.scales[0],
-                        quantizer.max_symbol, quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None)
-            for name, qp in zip(quantizer.names, quantizer.quant_params())]
+    return QuantizedNetwork.of(model, quantizer).coded
+
+
+@dataclass
+class QuantizedNetwork:
+    """A network's tensors on the file's grid, and what it takes to move every step by one factor
+    afterwards (rate control): the masked float32 weights, the float16 steps, the symbol bound."""
+
+    coded: list[CodedTensor]
+    weights: list[np.ndarray]
+    steps: np.ndarray
+    max_symbol: int
+
+    @classmethod
+    def of(cls, model: nn.Module, quantizer: LearnedQuantizer) -> QuantizedNetwork:
+        params = dict(model.named_parameters())
+        weights = [quantizer.masked(name, params[name]).detach().float().cpu().numpy() for name in quantizer.names]
+        steps = np.array([qp.scales[0] for qp in quantizer.quant_params()], np.float16)
+        coded = [code_tensor(w, s, quantizer.max_symbol,
+                             quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None)
+                 for name, w, s in zip(quantizer.names, weights, steps)]
+        return cls(coded, weights, steps, quantizer.max_symbol)
+
+    def at(self, multiplier: float) -> list[CodedTensor]:
+        """The tensors quantized with every step times ``multiplier`` (1: as trained)."""
+        if multiplier == 1.0:
+            return self.coded
+        steps = scaled_steps(self.steps, multiplier)
+        return [code_tensor(w, s, self.max_symbol, c.mask) for w, s, c in zip(self.weights, steps, self.coded)]
 
 
 def load_quantized(model: nn.Module, quantizer: LearnedQuantizer) -> None:
@@ -151,6 +179,6 @@ def load_quantized(model: nn.Module, quantizer: LearnedQuantizer) -> None:
     with torch.no_grad():
         steps = quantizer.steps()
         for i, (name, p) in enumerate(model.named_parameters()):
-            p.copy_(quantize_dequantize(quantizer._masked(name, p), steps[i : i + 1], quantizer.max_symbol))
+            p.copy_(quantize_dequantize(quantizer.masked(name, p), steps[i : i + 1], quantizer.max_symbol))
 
 

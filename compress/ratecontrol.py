@@ -17,17 +17,24 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from pipeline.config import CodecPreset
+import numpy as np
+
+from pipeline.bitstream import CodedTensor, SegmentSpan, StreamHeader, write_bitstream
+from pipeline.config import CodecPreset, NetworkConfig, override
 from pipeline.errors import InputError
+from pipeline.geometry import resolve_network
+from pipeline.networks import build_network, count_parameters
+from pipeline.presets import scales_width, with_width
+from pipeline.quantization import QuantParams
 
 _SIZE_RE = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kKmMgG]?)(i?)([bB]?)\s*")
 _UNITS = {"": 1, "k": 1000, "m": 1000**2, "g": 1000**3}
 _BINARY = {"k": 1024, "m": 1024**2, "g": 1024**3}
 
 
-def parse_size(text: str) -> int:
+def parse_byte_size(text: str) -> int:
     """Bytes from ``123456``, ``50KB``, ``50k``, ``1.5MB``, ``64KiB``..."""
     match = _SIZE_RE.fullmatch(text)
     if not match or (match[3] and not match[2]):
@@ -43,6 +50,7 @@ class RateTarget:
 
     bytes: int
     asked: str  # "0.05 bpp", "250,000 bytes", "500 kbit/s at 24 fps"
+    default: bool = False  # chosen by the tool, not asked for: adapted where it cannot be met
 
     def bpp(self, width: int, height: int, frames: int) -> float:
         return 8.0 * self.bytes / (width * height * frames)
@@ -67,7 +75,7 @@ def rate_target(*, bpp: float | None = None, size: str | None = None, bitrate: f
             raise InputError(f"--target-bpp must be a positive number, got {bpp:g}")
         target = RateTarget(int(round(bpp * width * height * frames / 8)), f"{bpp:g} bpp")
     elif size is not None:
-        count = parse_size(size)
+        count = parse_byte_size(size)
         if count <= 0:
             raise InputError(f"--target-size must be positive, got {size!r}")
         target = RateTarget(count, f"{count:,} bytes")
@@ -139,6 +147,13 @@ class RatePlan:
     quality: float
     parameters: int  # of one segment's network
     weight_bytes: int  # the target minus the file's header and side information
+    notice: str = ""  # said once when a default target had to be raised to the smallest file
+
+
+def smallest_file_bytes(parameters_at, overhead_bytes: int, segments: int = 1, scalable: bool = True) -> int:
+    """The smallest file rate control can aim at: the narrowest network at the lowest quality."""
+    parameters = parameters_at(WIDTH_RANGE[0] if scalable else 1.0)
+    return overhead_bytes + math.ceil(segments * parameters * bits_per_parameter(QUALITY_RANGE[0]) / 8)
 
 
 def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, overhead_bytes: int,
@@ -147,8 +162,17 @@ def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, over
 
     ``parameters_at(width)``: one segment's parameter count at that width; ``overhead_bytes``:
     what the file costs besides the weights; ``segments``: networks in the file. Without
-    ``scalable`` only the quality is chosen.
+    ``scalable`` only the quality is chosen. A default target (``target.default``) below the
+    smallest file that works is raised to it, with a notice (``RatePlan.notice``); a target the
+    user gave is refused there.
     """
+    notice = ""
+    if target.default:
+        floor = smallest_file_bytes(parameters_at, overhead_bytes, segments, scalable)
+        if target.bytes < floor:
+            notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
+                      f"this network family makes for this clip; aiming at that instead ({floor:,} bytes)")
+            target = RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True)
     weight_bytes = target.bytes - overhead_bytes
     if weight_bytes <= 0:
         raise InputError(f"the target ({target.asked}, {target.bytes:,} bytes) leaves nothing for the weights "
@@ -168,7 +192,7 @@ def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, over
             width = round(math.sqrt(lo * hi), 3)
     parameters = parameters_at(width)
     quality = round(quality_for_bits(8.0 * weight_bytes / (segments * parameters)), 1)
-    return RatePlan(target, width, quality, parameters, weight_bytes)
+    return RatePlan(target, width, quality, parameters, weight_bytes, notice)
 
 
 def default_target_bpp(width: int, height: int) -> float:
@@ -180,8 +204,6 @@ def default_target_bpp(width: int, height: int) -> float:
     if pixels <= 1280 * 720:
         return 0.05
     return 0.03
-
-
 
 
 @dataclass(frozen=True)
@@ -199,5 +221,39 @@ class RateRequest:
         found = rate_target(bpp=bpp, size=self.size, bitrate=self.bitrate, width=width, height=height,
                             frames=frames, fps=fps)
         if found is not None and self.default:
-            found = RateTarget(found.bytes, f"{bpp:g} bpp (the default for {width}x{height})")
+            found = RateTarget(max(1, found.bytes), f"{bpp:g} bpp (the default for {width}x{height})", default=True)
         return found
+
+
+def overhead_bytes(network: NetworkConfig, width: int, height: int, num_frames: int, segments: int = 1) -> int:
+    """What a file of this network costs besides its weights' symbols: the header (measured on a
+    file of zero weights) and about 55 bytes of count tables per coded tensor (measured on the
+    grid presets' files: 2,016 bytes of header and side information for 28 tensors)."""
+    from compress.result import ENCODER_NAME
+
+    model = build_network(network)
+    coded = [CodedTensor(QuantParams(np.ones(1, np.float16)), np.zeros(p.shape, np.int32), None)
+             for p in model.parameters()]
+    header = StreamHeader(network, width, height, num_frames, 24.0, ENCODER_NAME, 0.0)
+    per = -(-num_frames // segments)
+    spans = [SegmentSpan(first, min(per, num_frames - first)) for first in range(0, num_frames, per)]
+    data = (write_bitstream(header, coded)[0] if len(spans) == 1
+            else write_bitstream(header, [coded] * len(spans), spans)[0])
+    return len(data) + 55 * len(coded) * len(spans)
+
+
+def preset_for_target(preset: CodecPreset, target: RateTarget, width: int, height: int, segment_frames: int,
+                      segments: int = 1, scale_width: bool = True) -> tuple[CodecPreset, RatePlan]:
+    """The preset with the width and the quality that rate control chose for ``target``."""
+    base = preset.network
+
+    def parameters_at(factor: float) -> int:
+        return count_parameters(build_network(resolve_network(with_width(preset, factor).network, width, height,
+                                                              segment_frames)))
+
+    scalable = scale_width and scales_width(base)
+    overhead = overhead_bytes(resolve_network(base, width, height, segment_frames), width, height,
+                              segment_frames * segments, segments)
+    plan = plan_for_target(preset, target, parameters_at, overhead, segments, scalable)
+    chosen = with_width(preset, plan.width)
+    return override(chosen, codec=replace(chosen.codec, quality=plan.quality)), plan

@@ -1,47 +1,49 @@
-"""A video file encoded in segments, read one segment at a time, with per-segment checkpoints.
+"""A clip cut into segments, each its own network, encoded one at a time with per-segment checkpoints.
 
-Encoding memory is bounded by a segment, not by the video: each segment's frames are read
-from the file through ffmpeg when it is encoded, and again when the finished file is measured.
-:func:`plan_segments` cuts the clip; :func:`encode_owned` encodes the segments this process
-owns (all of them, or a share under torchrun: :mod:`compress.parallel`), keeping each finished
-segment in a :class:`SegmentStore` so that ``--resume`` skips it; rank 0 gathers them and
-:func:`assemble_planned` makes the file.
+Every encode goes this way, one segment or many, from a file or from frames in memory:
+:func:`plan_segments` (a file) or :func:`frames_clip` (an array) make a :class:`ClipPlan` (the
+clip, its segments, how to read one), and :func:`encode_owned` encodes the segments this
+process owns (all of them, or a share under torchrun: :mod:`compress.parallel`), each read when
+its turn comes and kept in the checkpoint folder (:class:`compress.persist.SegmentStore`) when
+done, so that ``--resume`` skips it. Encoding memory is thus bounded by a segment, not by the
+video; the finished file is measured a segment at a time too (:mod:`compress.assemble`).
 
-Default segment length (:func:`default_segment_frames`): as many frames as keep the segment's
-frames within :data:`SEGMENT_FLOAT_BYTES` as float32 RGB, and at most
-:data:`MAX_SEGMENT_FRAMES`. The rule bounds the encoder's memory; it was not chosen by a
-quality measurement (a longer segment shares one network over more frames, a shorter one
-spends more header and more networks).
+Default segment length: the clip is cut into as few segments as keep each one's frames within
+:data:`SEGMENT_FLOAT_BYTES` as float32 RGB and at most :data:`MAX_SEGMENT_FRAMES` frames
+(:func:`default_segment_frames`), of balanced lengths (280 frames with a bound of 194: two of
+140). The rule bounds the encoder's memory; it was not chosen by a quality measurement (a
+longer segment shares one network over more frames, a shorter one spends more header and
+more networks). ``--segment-frames N`` cuts segments of exactly N frames, the last one shorter.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import shutil
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from compress.encode import CompressResult, SegmentEncoding, assemble, encode_segment, segment_spans
-from compress.fit import FitInterrupted, save_checkpoint
+from compress.encode import SegmentEncoding, encode_segment
+from compress.fit import FitInterrupted
 from compress.parallel import SINGLE, Ranks
+from compress.persist import FitCache, SegmentStore
 from compress.plan import duration_text
 from pipeline.bitstream import SegmentSpan
 from pipeline.config import CodecPreset, NetworkConfig
 from pipeline.errors import InputError
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network, count_parameters
-from pipeline.render import resolve_device
 from pipeline.video_io import count_frames, probe_video, read_video
 
 SEGMENT_FLOAT_BYTES = 2 * 1024**3
 MAX_SEGMENT_FRAMES = 300
-STORE_VERSION = 1
 
 
 def default_segment_frames(width: int, height: int) -> int:
@@ -49,38 +51,74 @@ def default_segment_frames(width: int, height: int) -> int:
     return max(1, min(MAX_SEGMENT_FRAMES, SEGMENT_FLOAT_BYTES // (width * height * 3 * 4)))
 
 
-@dataclass(frozen=True)
-class SegmentPlan:
-    """The clip to encode (frames ``first_frame ..`` of ``source``) and its segments."""
+def segment_spans(num_frames: int, segment_frames: int | None) -> list[SegmentSpan]:
+    """Consecutive segments of ``segment_frames`` frames (the last one shorter); one without a length."""
+    if segment_frames is None or segment_frames >= num_frames:
+        return [SegmentSpan(0, num_frames)]
+    if segment_frames < 1:
+        raise InputError(f"a segment needs at least one frame, got {segment_frames}")
+    return [SegmentSpan(first, min(segment_frames, num_frames - first))
+            for first in range(0, num_frames, segment_frames)]
 
-    source: Path
-    first_frame: int
+
+def balanced_spans(num_frames: int, max_frames: int) -> list[SegmentSpan]:
+    """As few segments as keep each within ``max_frames``, of lengths that differ by one at most
+    (the longer ones first)."""
+    count = max(1, math.ceil(num_frames / max_frames))
+    base, longer = divmod(num_frames, count)
+    spans, first = [], 0
+    for index in range(count):
+        length = base + (1 if index < longer else 0)
+        spans.append(SegmentSpan(first, length))
+        first += length
+    return spans
+
+
+@dataclass(frozen=True)
+class ClipPlan:
+    """The clip to encode, its segments and how to read one.
+
+    ``read_frames(first, stop)`` gives the clip's frames ``first .. stop - 1``; ``identity``
+    names the clip for the checkpoint folder's run key; ``source_id`` names the source in fit
+    fingerprints, so that a checkpoint or a cached fit is never taken for another source's.
+    """
+
+    source_id: str
+    identity: tuple
     num_frames: int
     width: int
     height: int
     fps: float
-    size: tuple[int, int] | None  # resize while reading
     spans: tuple[SegmentSpan, ...]
-    other_streams: tuple[str, ...]
+    read_frames: Callable[[int, int], np.ndarray]
+    other_streams: tuple[str, ...] = ()
 
     def read(self, span: SegmentSpan) -> np.ndarray:
-        """The frames of one segment, read from the source."""
-        first = self.first_frame + span.first
-        frames = read_video(self.source, frame_range=(first, first + span.count), size=self.size).frames
+        """The frames of one segment."""
+        frames = self.read_frames(span.first, span.stop)
         if len(frames) != span.count:
-            raise InputError(f"{self.source}: frames {first}:{first + span.count} gave {len(frames)} frames, not "
+            raise InputError(f"{self.source_id}: frames {span.first}:{span.stop} gave {len(frames)} frames, not "
                              f"{span.count}; did the file change during the encode?")
         return frames
 
 
-def plan_segments(source: Path, preset: CodecPreset, *, frame_range: tuple[int, int | None] | None = None,
-                  size: tuple[int, int] | None = None, segment_frames: int | None = None
-                  ) -> tuple[SegmentPlan, np.ndarray | None]:
-    """Cuts the clip into segments of ``segment_frames`` (None: the default length).
+def frames_clip(frames: np.ndarray, fps: float, segment_frames: int | None = None, source_id: str = "") -> ClipPlan:
+    """Frames in memory as a clip, cut into segments of ``segment_frames`` (None: one segment)."""
+    T, H, W = frames.shape[:3]
+    sample = hashlib.sha256(np.ascontiguousarray(frames[:: max(1, T // 8)]).tobytes()).hexdigest()
+    identity = ("frames", source_id, T, W, H, fps, sample)
+    return ClipPlan(source_id, identity, T, W, H, fps, tuple(segment_spans(T, segment_frames)),
+                    lambda first, stop: frames[first:stop])
 
-    Returns the plan and, when the clip is one segment, its frames (read once, as a whole);
-    a longer clip is counted by decoding it without keeping frames, and read per segment later.
-    An unservable size is refused from the probe, before anything is decoded.
+
+def plan_segments(source: Path, preset: CodecPreset, *, frame_range: tuple[int, int | None] | None = None,
+                  size: tuple[int, int] | None = None, segment_frames: int | None = None) -> ClipPlan:
+    """Cuts the clip of a file into segments of ``segment_frames`` (None: the default length,
+    balanced).
+
+    A clip of one segment is read once, as a whole, and its plan holds the frames; a longer clip
+    is counted by decoding it without keeping frames, and read per segment later. An
+    unservable size is refused from the probe, before anything is decoded.
     """
     if segment_frames is not None and segment_frames < 1:
         raise InputError(f"--segment-frames must be at least 1, got {segment_frames}")
@@ -96,15 +134,25 @@ def plan_segments(source: Path, preset: CodecPreset, *, frame_range: tuple[int, 
     else:
         video = read_video(source, frame_range=(start, start + length + 1), size=size)
     fps, others = video.info.fps, video.info.other_streams
+    stat = source.stat()
+    source_id = str(source.resolve())
+
+    def identity(num_frames: int) -> tuple:
+        return (source_id, stat.st_size, stat.st_mtime_ns, start, num_frames, width, height, fps, size)
+
     if len(video.frames) <= length:
-        plan = SegmentPlan(source, start, len(video.frames), width, height, fps, size,
-                           (SegmentSpan(0, len(video.frames)),), others)
-        return plan, video.frames
+        frames = video.frames
+        return ClipPlan(source_id, identity(len(frames)), len(frames), width, height, fps,
+                        (SegmentSpan(0, len(frames)),), lambda first, stop: frames[first:stop], others)
     del video
     total = count_frames(source)
     num_frames = min(total, stop if stop is not None else total) - start
-    spans = tuple(segment_spans(num_frames, length))
-    return SegmentPlan(source, start, num_frames, width, height, fps, size, spans, others), None
+    spans = segment_spans(num_frames, length) if segment_frames else balanced_spans(num_frames, length)
+
+    def read(first: int, stop: int) -> np.ndarray:
+        return read_video(source, frame_range=(start + first, start + stop), size=size).frames
+
+    return ClipPlan(source_id, identity(num_frames), num_frames, width, height, fps, tuple(spans), read, others)
 
 
 def _probed_size(source: Path) -> tuple[int, int]:
@@ -112,7 +160,7 @@ def _probed_size(source: Path) -> tuple[int, int]:
     return probed.width, probed.height
 
 
-def network_for(plan: SegmentPlan, preset: CodecPreset) -> NetworkConfig:
+def network_for(plan: ClipPlan, preset: CodecPreset) -> NetworkConfig:
     """The network of every segment: resolved for the frame size and the nominal segment length."""
     return resolve_network(preset.network, plan.width, plan.height, plan.spans[0].count)
 
@@ -138,99 +186,17 @@ def check_disk_space(folder: Path, parameters: int, segments: int, processes_her
                          f"checkpoints may need up to {needed / 2**20:,.0f} MiB")
 
 
-def notice_other_streams(plan: SegmentPlan) -> None:
+def notice_other_streams(plan: ClipPlan) -> None:
     """One line saying that streams other than the video are not encoded."""
     if plan.other_streams:
         kinds = ", ".join(dict.fromkeys(plan.other_streams))
-        print(f"note: {plan.source} also holds {kinds} streams; only the video is encoded", file=sys.stderr)
-
-
-class SegmentStore:
-    """The checkpoint folder of a segmented encode: one file per finished segment and the fit
-    checkpoint of each segment in progress, all keyed by the run (preset, network, source,
-    its clip and segments, device type and time budget), so that another run is never taken
-    for this one."""
-
-    def __init__(self, folder: Path, run_key: str):
-        self.folder = folder
-        self.run_key = run_key
-
-    @staticmethod
-    def key_of(plan: SegmentPlan, preset: CodecPreset, network: NetworkConfig, device: torch.device,
-               time_budget: float | None) -> str:
-        stat = plan.source.stat()
-        described = {
-            "version": STORE_VERSION, "preset": asdict(preset), "network": asdict(network),
-            "source": [str(plan.source.resolve()), stat.st_size, stat.st_mtime_ns],
-            "clip": [plan.first_frame, plan.num_frames, plan.width, plan.height, plan.fps, plan.size],
-            "spans": [[s.first, s.count] for s in plan.spans], "device": device.type, "time_budget": time_budget,
-        }
-        return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()
-
-    @property
-    def _manifest(self) -> Path:
-        return self.folder / "run.json"
-
-    def open(self, resume: bool) -> None:
-        """Checks that ``resume`` continues this run; creates the folder for a new one."""
-        if resume:
-            if not self._manifest.exists():
-                raise InputError(f"--resume: no checkpoint {self.folder} to resume from")
-            try:
-                key = json.loads(self._manifest.read_text()).get("run")
-            except (OSError, ValueError, AttributeError):
-                key = None
-            if key != self.run_key:
-                raise InputError(f"checkpoint {self.folder} belongs to a different input or configuration; "
-                                 "delete it to start over")
-            return
-        self.folder.mkdir(exist_ok=True)
-        tmp = self.folder / f".run.json.{id(self)}.tmp"  # several ranks may write it at once
-        tmp.write_text(json.dumps({"run": self.run_key}) + "\n")
-        tmp.replace(self._manifest)
-
-    def _finished_file(self, index: int) -> Path:
-        return self.folder / f"segment-{index:05d}.pt"
-
-    def fit_checkpoint(self, index: int) -> Path:
-        return self.folder / f"segment-{index:05d}.fit.ckpt"
-
-    def finished(self, index: int) -> SegmentEncoding | None:
-        """Segment ``index`` as an earlier run of this encode finished it, or None."""
-        path = self._finished_file(index)
-        if not path.exists():
-            return None
-        try:
-            entry = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # noqa: BLE001 - damaged: encode the segment again
-            return None
-        if not isinstance(entry, dict) or entry.get("key") != self._segment_key(index):
-            return None
-        encoding = entry.get("encoding")
-        return encoding if isinstance(encoding, SegmentEncoding) else None
-
-    def keep(self, index: int, encoding: SegmentEncoding) -> None:
-        """Stores a finished segment (atomically) and drops its fit checkpoint."""
-        save_checkpoint(self._finished_file(index), {"key": self._segment_key(index), "encoding": encoding})
-        self.fit_checkpoint(index).unlink(missing_ok=True)
-
-    def forget(self, indices) -> None:
-        """Removes these segments' files (the file they went into is written)."""
-        for index in indices:
-            self._finished_file(index).unlink(missing_ok=True)
-            self.fit_checkpoint(index).unlink(missing_ok=True)
-
-    def remove(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
-
-    def _segment_key(self, index: int) -> str:
-        return hashlib.sha256(f"{self.run_key}/{index}".encode()).hexdigest()
+        print(f"note: {plan.source_id} also holds {kinds} streams; only the video is encoded", file=sys.stderr)
 
 
 class SegmentProgress:
     """Lines on stderr as segments finish: how many of how many, and the time left."""
 
-    def __init__(self, plan: SegmentPlan, owned: list[int], ranks: Ranks, enabled: bool):
+    def __init__(self, plan: ClipPlan, owned: list[int], ranks: Ranks, enabled: bool):
         self.plan, self.ranks, self.enabled = plan, ranks, enabled
         self.frames_left = sum(plan.spans[i].count for i in owned)
         self.owned, self.done = len(owned), 0
@@ -256,59 +222,42 @@ class SegmentProgress:
         print(line, file=sys.stderr)
 
 
-def encode_owned(plan: SegmentPlan, preset: CodecPreset, store: SegmentStore, *, device: str = "auto",
-                 resume: bool = False, progress: bool = True, fit_cache: Path | None = None,
-                 time_budget: float | None = None, ranks: Ranks = SINGLE) -> list[tuple[int, SegmentEncoding]]:
-    """Encodes the segments of ``plan`` that this process owns, each read from the source when
-    its turn comes and kept in ``store`` (open) when done; with ``resume``, those the store
-    holds are taken from it. Returns (index, encoding) pairs. See
-    :func:`compress.encode.compress_frames` for the options; ``time_budget`` is shared out
-    among the segments by their frames."""
-    dev = resolve_device(device)
-    network = network_for(plan, preset)
-    source_id = str(plan.source.resolve())
-    owned = [i for i in range(len(plan.spans)) if ranks.owns(i)]
-    shown = SegmentProgress(plan, owned, ranks, progress)
+def encode_owned(clip: ClipPlan, preset: CodecPreset, network: NetworkConfig, store: SegmentStore | None, *,
+                 device: torch.device, resume: bool = False, progress: bool = True, fit_cache: FitCache | None = None,
+                 time_budget: float | None = None, ranks: Ranks = SINGLE, size_of=None,
+                 target_bytes: int | None = None) -> list[tuple[int, SegmentEncoding]]:
+    """Encodes the segments of ``clip`` that this process owns, each read when its turn comes and
+    kept in ``store`` (open; None: nothing is kept) when done; with ``resume``, those the store
+    holds are taken from it. Returns (index, encoding) pairs. ``time_budget`` is shared out among
+    the segments by their frames; ``size_of``/``target_bytes`` calibrate a one-segment file's
+    steps (see :func:`compress.encode.encode_segment`)."""
+    owned = [i for i in range(len(clip.spans)) if ranks.owns(i)]
+    shown = SegmentProgress(clip, owned, ranks, progress and len(clip.spans) > 1)
     encoded = []
     for index in owned:
-        span = plan.spans[index]
-        if resume and (done := store.finished(index)) is not None:
+        span = clip.spans[index]
+        if resume and store is not None and (done := store.finished(index)) is not None:
             encoded.append((index, done))
             shown.finished(index, None)
             continue
         started = time.perf_counter()
-        budget = None if time_budget is None else time_budget * span.count / plan.num_frames
+        budget = None if time_budget is None else time_budget * span.count / clip.num_frames
         try:
-            encoding = encode_segment(plan.read(span), preset, network, span, index=index, device=dev,
+            encoding = encode_segment(clip.read(span), preset, network, span, index=index, device=device,
                                       progress=progress and ranks.leader, fit_cache=fit_cache,
-                                      checkpoint=store.fit_checkpoint(index), resume=resume, source_id=source_id,
-                                      time_budget=budget)
+                                      checkpoint=store.fit_checkpoint(index) if store is not None else None,
+                                      resume=resume, source_id=clip.source_id, time_budget=budget, size_of=size_of,
+                                      target_bytes=target_bytes)
         except (FitInterrupted, KeyboardInterrupt):  # wherever it lands, the finished segments are kept
-            raise FitInterrupted(store.folder) from None
-        store.keep(index, encoding)
+            raise FitInterrupted(store.folder if store is not None else None) from None
+        if store is not None:
+            store.keep(index, encoding)
         encoded.append((index, encoding))
         shown.finished(index, time.perf_counter() - started)
     return encoded
 
 
-def assemble_planned(plan: SegmentPlan, preset: CodecPreset, encoded: list[tuple[int, SegmentEncoding]], *,
-                     device: str = "auto", time_budget: float | None = None, started: float,
-                     target=None) -> tuple[bytes, CompressResult]:
-    """The file of all the segments (``encoded``: (index, encoding) pairs in any order), measured
-    on segments read again from the source; ``started`` (``time.perf_counter()``) times it."""
-    if sorted(index for index, _ in encoded) != list(range(len(plan.spans))):
-        raise RuntimeError("the encoded segments do not cover the clip")
-    segments = [encoding for _, encoding in sorted(encoded, key=lambda pair: pair[0])]
-    data, result = assemble(segments, network_for(plan, preset), plan.width, plan.height, plan.num_frames, plan.fps,
-                            plan.read, resolve_device(device),
-                            target_bytes=target.bytes if target is not None else None)
-    codec = preset.codec
-    return data, replace(result, preset=preset.name, quality=codec.quality, bits=codec.bits,
-                         prune_ratio=codec.prune_ratio, seconds=time.perf_counter() - started,
-                         time_budget=time_budget)
-
-
-def finish_store(store: SegmentStore, plan: SegmentPlan, ranks: Ranks, written: bool) -> None:
+def finish_store(store: SegmentStore, plan: ClipPlan, ranks: Ranks, written: bool) -> None:
     """After rank 0's write (``written`` on rank 0 only): every rank removes its segments' files,
     and each machine's checkpoint folder goes; kept, all of it, when the write failed."""
     if not ranks.from_leader(written):

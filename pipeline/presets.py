@@ -10,8 +10,10 @@ from collections.abc import Mapping
 from dataclasses import fields, replace
 from typing import Any
 
-from pipeline.config import CodecConfig, CodecPreset, override
+from pipeline.config import CodecConfig, CodecPreset, NetworkConfig, override
+from pipeline.epochs import EpochPlan
 from pipeline.errors import InputError
+from pipeline.kinds import network_kind
 
 
 def with_fit_epochs(preset: CodecPreset, epochs: int | None) -> CodecPreset:
@@ -21,12 +23,7 @@ def with_fit_epochs(preset: CodecPreset, epochs: int | None) -> CodecPreset:
     """
     if epochs is None:
         return preset
-    codec = preset.codec
-    if preset.fit.epochs:
-        scale = epochs / preset.fit.epochs
-        codec = override(codec, prune_epochs=round(codec.prune_epochs * scale),
-                         rd_epochs=round(codec.rd_epochs * scale), qat_epochs=round(codec.qat_epochs * scale))
-    return override(preset, fit=override(preset.fit, epochs=epochs), codec=codec)
+    return EpochPlan.of(preset, as_run=False).with_fit(epochs).apply(preset)
 
 
 def with_codec_settings(preset: CodecPreset, settings: Mapping[str, Any]) -> CodecPreset:
@@ -41,21 +38,16 @@ def with_codec_settings(preset: CodecPreset, settings: Mapping[str, Any]) -> Cod
     return override(preset, codec=replace(preset.codec, **settings))
 
 
+def scales_width(network: NetworkConfig) -> bool:
+    """Whether rate control may scale this network's channels (the kind registry says)."""
+    return network_kind(network.kind).scales_width
+
+
 def with_width(preset: CodecPreset, factor: float) -> CodecPreset:
-    """The preset's network with its channel counts times ``factor`` (rounded, at least 1).
-
-    For ``enerv-grid`` networks: the stem width, the lower bound of the stage widths, the
-    temporal modulation and the grids' channels; the parameter count grows about as the
-    square of ``factor``. Other kinds are returned as they are (their structure is the paper's).
-    """
-    if factor == 1.0 or preset.network.kind != "enerv-grid":
+    """The preset's network with its channel counts times ``factor`` (rounded, at least 1), for the
+    kinds whose width scales (:mod:`pipeline.kinds`; ``enerv-grid``: the stem width, the lower
+    bound of the stage widths, the temporal modulation and the grids' channels; the parameter
+    count grows about as the square of ``factor``). Other kinds are returned as they are."""
+    if factor == 1.0 or not scales_width(preset.network):
         return preset
-    net = preset.network
-
-    def scaled(value: int) -> int:
-        return max(1, round(value * factor))
-
-    network = replace(net, fc_dim=scaled(net.fc_dim), lower_width=scaled(net.lower_width), mod_dim=scaled(net.mod_dim),
-                      time_grid_channels=tuple(scaled(c) for c in net.time_grid_channels),
-                      space_grid_channels=tuple(scaled(c) for c in net.space_grid_channels))
-    return replace(preset, network=network)
+    return replace(preset, network=network_kind(preset.network.kind).with_width(preset.network, factor))

@@ -63,6 +63,7 @@ def test_summary_reports_the_file_on_disk(encoded):
     assert summary["bytes"] == out.stat().st_size
     assert summary["bpp"] == pytest.approx(8 * out.stat().st_size / (48 * 32 * 12))
     assert not out.with_name(out.name + ".ckpt").exists()
+    assert not out.with_name(out.name + ".ckpt.d").exists()
 
 
 def test_reported_psnr_equals_psnr_of_the_decoded_file(encoded, clip, workdir):

@@ -8,8 +8,7 @@ import torch
 from conftest import smooth_clip
 
 from compress import encode, segments
-from compress.encode import compress_frames
-from compress.video import compress_video
+from compress.video import compress_frames, compress_video
 from pipeline.config import load_preset
 from pipeline.errors import InputError
 from pipeline.presets import with_codec_settings, with_fit_epochs
@@ -60,6 +59,7 @@ def test_compress_video_reads_once_and_writes_what_compress_frames_returns(frame
     assert stages[0] == "read" and stages[-1] == "write" and "read" not in alone.stage_seconds
     assert result.seconds >= result.stage_seconds["fit"] > 0 and alone.stage_seconds["fit"] > 0
     assert not out.with_name(out.name + ".ckpt").exists()
+    assert not out.with_name(out.name + ".ckpt.d").exists()
     # With a size given, the size is checked without a probe.
     probes.clear()
     compress_video(source, tmp_path / "small.bin", TINY, size=(40, 24), progress=False)

@@ -1,6 +1,6 @@
 import pytest
 
-from compress.ratecontrol import parse_size, rate_target
+from compress.ratecontrol import parse_byte_size, rate_target
 from pipeline.errors import InputError
 
 CLIP = dict(width=320, height=180, frames=48, fps=24.0)
@@ -9,13 +9,13 @@ CLIP = dict(width=320, height=180, frames=48, fps=24.0)
 @pytest.mark.parametrize("text,expected", [("250000", 250_000), ("50KB", 50_000), ("50k", 50_000), ("1.5MB", 1_500_000),
                                            ("64KiB", 65_536), (" 2 MiB ", 2 * 1024**2), ("0.5kb", 500), ("1G", 10**9)])
 def test_sizes_with_suffixes(text, expected):
-    assert parse_size(text) == expected
+    assert parse_byte_size(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "KB", "-5KB", "5 KB per s", "5iB", "1e3", "five"])
 def test_bad_sizes_are_refused(text):
     with pytest.raises(InputError):
-        parse_size(text)
+        parse_byte_size(text)
 
 
 def test_the_three_ways_of_asking_give_bytes():

@@ -10,10 +10,9 @@ import pytest
 import torch
 
 from compress import segments
-from compress.encode import compress_frames, segment_spans
 from compress.fit import FitInterrupted
-from compress.segments import default_segment_frames
-from compress.video import compress_video
+from compress.segments import default_segment_frames, segment_spans
+from compress.video import compress_frames, compress_video
 from decompress.decode import decode_frames
 from pipeline.bitstream import SegmentSpan, read_bitstream
 from pipeline.config import load_preset

@@ -7,10 +7,11 @@ import time
 import pytest
 import torch
 
-from compress.encode import compress_frames
 from compress.fit import Clip
-from compress.plan import StepSeconds, estimate_seconds, lay_over_budget, measure_step_seconds
+from compress.plan import StepSeconds, estimate_seconds, measure_step_seconds, plan_for_budget
+from compress.video import compress_frames
 from pipeline.config import load_preset
+from pipeline.epochs import EpochPlan
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network
 from tests.conftest import smooth_clip
@@ -20,15 +21,17 @@ TINY = load_preset("test-tiny")
 
 def test_the_epochs_follow_the_budget_in_proportion():
     steps = StepSeconds(fit=0.01, finetune=0.02)
-    small = lay_over_budget(TINY, steps, 8, budget=5.0)
-    large = lay_over_budget(TINY, steps, 8, budget=50.0)
-    assert 1 <= small.fit.epochs < large.fit.epochs
-    assert estimate_seconds(small, steps, 8) <= 5.0 and estimate_seconds(large, steps, 8) <= 50.0
-    # The fine-tunes keep their share of the fit's epochs (within rounding).
+    plan, batch = EpochPlan.of(TINY), TINY.fit.batch_size
+    small = plan_for_budget(plan, steps, 8, batch, budget=5.0)
+    large = plan_for_budget(plan, steps, 8, batch, budget=50.0)
+    assert 1 <= small.fit < large.fit
+    assert estimate_seconds(small, steps, 8, batch) <= 5.0 and estimate_seconds(large, steps, 8, batch) <= 50.0
+    # The fine-tunes keep their share of the fit's epochs.
     ratio = TINY.codec.rd_epochs / TINY.fit.epochs
-    assert abs(large.codec.rd_epochs / large.fit.epochs - ratio) < 0.05
-    tiny_budget = lay_over_budget(TINY, steps, 8, budget=0.01)  # less than any epoch: still one
-    assert tiny_budget.fit.epochs == 1
+    assert abs(large.rd / large.fit - ratio) < 0.05
+    # Less than any epoch: a part of one (steps, not whole epochs), but at least one step.
+    tiny_budget = plan_for_budget(plan, steps, 8, batch, budget=0.01)
+    assert 0 < tiny_budget.fit < 1 and tiny_budget.steps("fit", 4) == 1
 
 
 def test_measuring_steps_changes_neither_the_network_nor_the_random_state():
