@@ -76,6 +76,8 @@ def _compress_parser() -> argparse.ArgumentParser:
                    help="cut the clip into segments of N frames, each its own network, read from the input one "
                         "at a time (default: one segment when the clip is short, otherwise as many frames as fit "
                         "in 2 GiB as float32 RGB, at most 300)")
+    p.add_argument("--scene-cuts", action="store_true",
+                   help="place segment boundaries at shot changes (segments of 24 frames to the segment length)")
     p.add_argument("--size", help="resize to WxH while reading")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--json", help="also write the summary to this JSON file")
@@ -137,7 +139,7 @@ def _compress(argv: Sequence[str] | None) -> int:
             result = compress_video(args.input, args.output, preset, frame_range=frame_range, size=size,
                                     device=device, resume=args.resume, progress=not args.quiet,
                                     time_budget=args.time_budget, segment_frames=args.segment_frames, ranks=ranks,
-                                    rate=request, dry_run=args.dry_run)
+                                    rate=request, dry_run=args.dry_run, scene_cuts=args.scene_cuts)
     except FitInterrupted as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_INTERRUPTED

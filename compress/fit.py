@@ -8,12 +8,9 @@ lower learning rate, and can checkpoint and resume.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import functools
 import io
 import math
-import re
 import signal
 import sys
 import threading
@@ -31,6 +28,7 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
+from compress.precision import autocast_for
 from pipeline.config import FitConfig
 from pipeline.files import write_atomically
 from pipeline.metrics import psnr_from_mse
@@ -124,32 +122,6 @@ class StepLoss(NamedTuple):
     loss: torch.Tensor
     mse: torch.Tensor
     penalty: torch.Tensor
-
-
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matrix products in hardware (AVX-512 BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return bool(re.search(r"\b(avx512_bf16|amx_bf16)\b", flags))
-
-
-def uses_bf16(device: torch.device, precision: str) -> bool:
-    """Whether fitting on ``device`` computes in bf16 (autocast) for this ``precision`` setting."""
-    if precision == "float32" or device.type not in ("cuda", "cpu"):
-        return False
-    if precision == "bf16" or device.type == "cuda":
-        return True
-    return cpu_has_native_bf16()
-
-
-def autocast_for(device: torch.device, precision: str):
-    """bf16 autocast where :func:`uses_bf16` says so; full precision otherwise."""
-    if uses_bf16(device, precision):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def training_step(

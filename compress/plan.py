@@ -21,7 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from compress.fit import Clip, training_step, uses_bf16
+from compress.fit import Clip, training_step
+from compress.precision import uses_bf16
 from compress.quantize import NOISE, LearnedQuantizer, quantized_weights
 from pipeline.config import CodecPreset, lambda_for_quality
 from pipeline.epochs import STAGES, EpochPlan

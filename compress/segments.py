@@ -35,6 +35,7 @@ from compress.fit import FitInterrupted
 from compress.parallel import SINGLE, Ranks
 from compress.persist import FitCache, SegmentStore
 from compress.plan import duration_text
+from compress.scenes import detect_cuts, segment_bounds
 from pipeline.bitstream import SegmentSpan
 from pipeline.config import CodecPreset, NetworkConfig
 from pipeline.errors import InputError
@@ -111,14 +112,20 @@ def frames_clip(frames: np.ndarray, fps: float, segment_frames: int | None = Non
                     lambda first, stop: frames[first:stop])
 
 
+SCENE_MIN_FRAMES = 24  # with --scene-cuts, shots shorter than this join a neighbour
+
+
 def plan_segments(source: Path, preset: CodecPreset, *, frame_range: tuple[int, int | None] | None = None,
-                  size: tuple[int, int] | None = None, segment_frames: int | None = None) -> ClipPlan:
+                  size: tuple[int, int] | None = None, segment_frames: int | None = None,
+                  scene_cuts: bool = False) -> ClipPlan:
     """Cuts the clip of a file into segments of ``segment_frames`` (None: the default length,
     balanced).
 
     A clip of one segment is read once, as a whole, and its plan holds the frames; a longer clip
     is counted by decoding it without keeping frames, and read per segment later. An
-    unservable size is refused from the probe, before anything is decoded.
+    unservable size is refused from the probe, before anything is decoded. ``scene_cuts``: the
+    boundaries go to shot changes (:mod:`compress.scenes`), segments of
+    :data:`SCENE_MIN_FRAMES` to the segment length (shots too long are split evenly).
     """
     if segment_frames is not None and segment_frames < 1:
         raise InputError(f"--segment-frames must be at least 1, got {segment_frames}")
@@ -140,14 +147,23 @@ def plan_segments(source: Path, preset: CodecPreset, *, frame_range: tuple[int, 
     def identity(num_frames: int) -> tuple:
         return (source_id, stat.st_size, stat.st_mtime_ns, start, num_frames, width, height, fps, size)
 
-    if len(video.frames) <= length:
+    cuts = []
+    if scene_cuts:
+        cuts = detect_cuts(source, frame_range=frame_range)
+    if len(video.frames) <= length and not cuts:
         frames = video.frames
         return ClipPlan(source_id, identity(len(frames)), len(frames), width, height, fps,
                         (SegmentSpan(0, len(frames)),), lambda first, stop: frames[first:stop], others)
     del video
     total = count_frames(source)
     num_frames = min(total, stop if stop is not None else total) - start
-    spans = segment_spans(num_frames, length) if segment_frames else balanced_spans(num_frames, length)
+    if scene_cuts:
+        shortest = max(1, min(SCENE_MIN_FRAMES, (length + 1) // 2))
+        spans = [SegmentSpan(first, count) for first, count in segment_bounds(num_frames, cuts, shortest, length)]
+    elif segment_frames:
+        spans = segment_spans(num_frames, length)
+    else:
+        spans = balanced_spans(num_frames, length)
 
     def read(first: int, stop: int) -> np.ndarray:
         return read_video(source, frame_range=(start + first, start + stop), size=size).frames

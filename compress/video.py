@@ -187,6 +187,7 @@ def compress_video(
     ranks: Ranks = SINGLE,
     rate: RateRequest | None = None,
     dry_run: bool = False,
+    scene_cuts: bool = False,
 ) -> CompressResult | None:
     """Reads a video, compresses it and writes the ``.bin`` atomically.
 
@@ -198,14 +199,16 @@ def compress_video(
     of the segments in a torchrun job; rank 0 writes the file and returns the result, the other
     ranks return None. ``rate``: a target, resolved with the video's size, length and frame rate
     (one network width and quality for all segments, one step factor over the whole file).
-    ``dry_run``: print the plan and return None, writing nothing.
+    ``dry_run``: print the plan and return None, writing nothing. ``scene_cuts``: segment
+    boundaries at shot changes (:func:`compress.segments.plan_segments`).
     """
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
     _check_budget(time_budget)
     timer = StageTimer()
     with timer.stage("read"):
-        clip = cut.plan_segments(source, preset, frame_range=frame_range, size=size, segment_frames=segment_frames)
+        clip = cut.plan_segments(source, preset, frame_range=frame_range, size=size, segment_frames=segment_frames,
+                                 scene_cuts=scene_cuts)
     if ranks.leader:
         cut.notice_other_streams(clip)
     target = rate.target(clip.width, clip.height, clip.num_frames, clip.fps) if rate is not None else None
