@@ -14,10 +14,22 @@ import bjontegaard
 import numpy as np
 import pandas as pd
 
-from benchmarks.curves import ANCHOR_CODECS, curve_rows, curves
+from benchmarks.curves import curve_rows, curves
+from benchmarks.registry import ANCHOR_CODECS
 
-METRICS = {"psnr_rgb": "PSNR-RGB", "psnr_yuv": "PSNR-YUV"}
+METRICS = {"psnr_rgb": "PSNR-RGB", "psnr_yuv": "PSNR-YUV", "vmaf": "VMAF"}
 BD_METHODS = ("akima", "pchip")
+
+
+def gain_column(metric: str) -> str:
+    """The column of the quality difference at equal rate: BD-PSNR (dB), or BD-VMAF (VMAF points)."""
+    return "bd_vmaf" if metric == "vmaf" else f"bd_psnr_{metric}"
+
+
+def metrics_of(results: pd.DataFrame) -> list[str]:
+    """The metrics that the results hold: both PSNRs, and VMAF where any point has it."""
+    measured = "vmaf" in results and pd.to_numeric(results["vmaf"], errors="coerce").notna().any()
+    return [m for m in METRICS if m != "vmaf" or measured]
 
 
 def pareto_front(rates: Iterable[float], dists: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -92,11 +104,13 @@ def bd_table(results: pd.DataFrame, method: str = "akima", include_self: bool = 
     """BD-rate/BD-PSNR of every curve against every anchor curve, per video and averaged.
 
     One row per (video, test curve, anchor curve); the rows with ``video == "average"`` hold
-    the mean over the videos where the value is defined (``videos`` says over how many).
+    the mean over the videos where the value is defined (``videos`` says over how many). VMAF
+    columns are there when the results hold VMAF.
     """
+    metrics = metrics_of(results) if not results.empty else list(METRICS)[:2]
     columns = ["video", "test_codec", "test_setting", "anchor_codec", "anchor_setting", "method"]
-    for metric in METRICS:
-        columns += [f"bd_rate_{metric}", f"bd_psnr_{metric}"]
+    for metric in metrics:
+        columns += [f"bd_rate_{metric}", gain_column(metric)]
     columns += ["points_test", "points_anchor", "psnr_overlap", "rate_overlap", "videos", "note"]
     if results.empty:
         return pd.DataFrame(columns=columns)
@@ -117,9 +131,9 @@ def bd_table(results: pd.DataFrame, method: str = "akima", include_self: bool = 
                 row = {"video": video, "test_codec": test[0], "test_setting": test[1], "anchor_codec": anchor[0],
                        "anchor_setting": anchor[1], "method": method, "videos": "1"}
                 notes = []
-                for metric in METRICS:
-                    m = bd_metrics(a["bpp"], a[metric], t["bpp"], t[metric], method)
-                    row[f"bd_rate_{metric}"], row[f"bd_psnr_{metric}"] = m["bd_rate"], m["bd_psnr"]
+                for metric in metrics:
+                    m = bd_metrics(a["bpp"], pd.to_numeric(a[metric]), t["bpp"], pd.to_numeric(t[metric]), method)
+                    row[f"bd_rate_{metric}"], row[gain_column(metric)] = m["bd_rate"], m["bd_psnr"]
                     if metric == "psnr_rgb":
                         row.update({k: m[k] for k in ("points_test", "points_anchor", "psnr_overlap", "rate_overlap")})
                     if m["note"]:
@@ -134,11 +148,11 @@ def bd_table(results: pd.DataFrame, method: str = "akima", include_self: bool = 
     for key, group in table.groupby(group_keys, sort=False):
         row = dict(zip(group_keys, key))
         row.update({"video": "average", "method": method, "note": ""})
-        for metric in METRICS:
-            for kind in ("bd_rate", "bd_psnr"):
-                values = group[f"{kind}_{metric}"].astype(float)
+        for metric in metrics:
+            for column in (f"bd_rate_{metric}", gain_column(metric)):
+                values = group[column].astype(float)
                 finite = values[np.isfinite(values)]
-                row[f"{kind}_{metric}"] = float(finite.mean()) if len(finite) else math.nan
+                row[column] = float(finite.mean()) if len(finite) else math.nan
         defined = int(np.isfinite(group["bd_rate_psnr_rgb"].astype(float)).sum())
         row["videos"] = f"{defined}/{len(group)}"
         for name in ("psnr_overlap", "rate_overlap"):

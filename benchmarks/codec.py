@@ -1,10 +1,10 @@
 """One way to measure every codec: encode to a file, decode the file, measure it against the source.
 
-A codec (:class:`benchmarks.anchors.X264`, :class:`~benchmarks.anchors.X265`,
-:class:`benchmarks.enerv.ENeRV`) supplies how it encodes one point to a file, how it decodes
+A codec (an anchor, :class:`benchmarks.anchors.FFmpegCodec`, or :class:`benchmarks.enerv.ENeRV`)
+supplies how it encodes one point to a file, how it decodes
 that file, and a description of its exact settings. :meth:`Codec.run` owns the measurement,
 so the rate of every codec is the size of its own file on disk and its quality is measured
-the same way, on 8-bit RGB decoded from that file, against the RGB source.
+the same way, on 8-bit RGB decoded from that file, against the RGB source (VMAF on request).
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class RDPoint:
     psnr_yuv: float
     ms_ssim: float | None
     encode_seconds: float  # the whole encode, shared work counted in full
-    own_encode_seconds: float  # without the shared work (the same as encode_seconds for x264/x265)
+    own_encode_seconds: float  # without the shared work (the same as encode_seconds for the anchors)
     decode_seconds: float
     frames: int
     width: int
@@ -92,6 +92,8 @@ class RDPoint:
     encoder_version: str
     details: Any
     history: tuple[dict, ...] = ()
+    vmaf: float | None = None  # None: not measured
+    vmaf_model: str = ""  # the model and libvmaf version, or why there is no VMAF
 
     def to_row(self) -> dict:
         row = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("details", "history")}
@@ -102,9 +104,9 @@ class RDPoint:
 class Codec(ABC):
     """A fully configured encoder: one curve of the benchmark, whose points vary one knob."""
 
-    name: ClassVar[str]  # the ``codec`` column: 'x264', 'x265', 'enerv'
-    extension: ClassVar[str]  # of its files: '.mp4', '.bin'
-    knob: ClassVar[str]  # what varies along the curve: 'crf', 'bits,prune'
+    name: ClassVar[str]  # the ``codec`` column: 'x264', 'svtav1', 'enerv'
+    extension: ClassVar[str]  # of its files: '.mp4', '.obu', '.bin'
+    knob: ClassVar[str]  # what varies along the curve: 'crf', 'qp', 'quality,bits,prune'
 
     @abstractmethod
     def setting(self) -> str:
@@ -137,8 +139,8 @@ class Codec(ABC):
     def file_name(self, point: Point) -> str:
         return f"{self.name}-{self.setting()}-{point.token}{self.extension}"
 
-    def run(self, clip: SourceClip, point: Point, target: Path) -> RDPoint:
-        """Encodes one point to ``target``, decodes the file, and measures both."""
+    def run(self, clip: SourceClip, point: Point, target: Path, vmaf: bool = False) -> RDPoint:
+        """Encodes one point to ``target``, decodes the file, and measures both (VMAF too if asked)."""
         frames = clip.frames
         T, H, W = frames.shape[:3]
         start = time.perf_counter()
@@ -151,6 +153,11 @@ class Codec(ABC):
         if decoded.shape != frames.shape:
             raise RuntimeError(f"{target} decodes to {decoded.shape}, expected {frames.shape}")
         encode_seconds = wall + (encoded.shared_seconds if encoded.shared_reused else 0.0)
+        score = None
+        if vmaf:
+            from benchmarks.vmaf import measure_vmaf
+
+            score = measure_vmaf(decoded, frames, clip.fps)
         return RDPoint(
             codec=self.name, setting=self.setting(), point=point.label, knob=self.knob, knob_value=point.knob_value,
             bytes=size, bpp=bits_per_pixel(size, W, H, T), kbps=kilobits_per_second(size, T, clip.fps),
@@ -158,5 +165,6 @@ class Codec(ABC):
             encode_seconds=encode_seconds, own_encode_seconds=encode_seconds - encoded.shared_seconds,
             decode_seconds=decode_seconds, frames=T, width=W, height=H, fps=clip.fps, command=encoded.command,
             config=self.describe(point), encoder_version=self.version(), details=encoded.details,
-            history=encoded.history,
+            history=encoded.history, vmaf=None if score is None else score.mean,
+            vmaf_model="" if score is None else score.model,
         )

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-ANCHOR_CODECS = ("x264", "x265")
+from benchmarks.registry import ANCHOR_CODECS, anchor, chroma_label
+
 ENVELOPE = "envelope"  # the setting name of the E-NeRV curve made of all its settings' points
 
 
 def curves(results: pd.DataFrame) -> list[tuple[str, str]]:
-    """(codec, setting) of every curve, anchors first, plus the E-NeRV envelope when it has several settings."""
+    """(codec, setting) of every curve, anchors first (in registry order), plus the E-NeRV envelope
+    when it has several settings."""
+    order = {name: i for i, name in enumerate(ANCHOR_CODECS)}
     keys = sorted({(c, s) for c, s in zip(results["codec"], results["setting"])},
-                  key=lambda k: (k[0] not in ANCHOR_CODECS, k))
+                  key=lambda k: (k[0] not in order, order.get(k[0], 0), k))
     enerv_settings = [k for k in keys if k[0] == "enerv"]
     if len(enerv_settings) > 1:
         keys.append(("enerv", ENVELOPE))
@@ -25,11 +28,13 @@ def curve_rows(results: pd.DataFrame, codec: str, setting: str) -> pd.DataFrame:
 
 
 def curve_label(codec: str, setting: str) -> str:
-    """'x264 medium 4:2:0 low-delay', 'E-NeRV enerv-cpu-s'..."""
+    """'x264 medium 4:2:0 low-delay', 'SVT-AV1 preset 6 4:2:0', 'VVenC medium 4:2:0 10-bit', 'E-NeRV enerv-grid-m'..."""
     if codec == "enerv":
         return "E-NeRV, all settings (Pareto envelope)" if setting == ENVELOPE else f"E-NeRV {setting}"
+    spec = anchor(codec)
     parts = setting.split("-")
-    words = [codec]
-    for part in parts:
-        words.append({"yuv420p": "4:2:0", "yuv444p": "4:4:4", "lowdelay": "low-delay"}.get(part, part))
+    words = [spec.title if spec else codec]
+    if spec is not None and parts:
+        words.append(spec.preset_label(spec.preset_of_token(parts.pop(0))))
+    words += ["low-delay" if part == "lowdelay" else chroma_label(part) for part in parts]
     return " ".join(words)

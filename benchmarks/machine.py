@@ -1,4 +1,7 @@
-"""The machine a benchmark runs on: platform, CPU, library and encoder versions."""
+"""The machine a benchmark runs on: platform, CPU, library and encoder versions.
+
+enerv-bench records it in every row; benchmarks.speed in its output (without the encoders).
+"""
 
 from __future__ import annotations
 
@@ -17,11 +20,14 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine_info(device: str) -> dict[str, str]:
-    """Platform, CPU, library and encoder versions; "unknown" where they cannot be found."""
+def machine_info(device: str, codecs: bool = True) -> dict[str, str]:
+    """Platform, CPU, library versions and, with ``codecs``, ffmpeg's and every anchor library's
+    (a few tiny ffmpeg runs); "unknown" where they cannot be found."""
     import torch
 
     from benchmarks.anchors import encoder_version
+    from benchmarks.registry import ANCHORS
+    from benchmarks.vmaf import VMAF_MODEL, vmaf_unavailable
     from pipeline.ffmpeg import ffmpeg_binary, ffmpeg_version
 
     def version(module: str) -> str:
@@ -46,15 +52,17 @@ def machine_info(device: str) -> dict[str, str]:
     }
     if device == "cuda" and torch.cuda.is_available():
         info["GPU"] = torch.cuda.get_device_name()
-    try:
-        info["ffmpeg"] = f"{ffmpeg_version().split(' Copyright')[0]} ({ffmpeg_binary()})"
-    except Exception:  # noqa: BLE001
-        info["ffmpeg"] = "unknown"
-    for name, encoder in (("x264 (libx264)", "libx264"), ("x265 (libx265)", "libx265")):
+    if codecs:
         try:
-            info[name] = encoder_version(encoder)
+            info["ffmpeg"] = f"{ffmpeg_version().split(' Copyright')[0]} ({ffmpeg_binary()})"
         except Exception:  # noqa: BLE001
-            info[name] = "unknown"
+            info["ffmpeg"] = "unknown"
+        for spec in ANCHORS.values():
+            try:
+                info[f"{spec.name} ({spec.encoder})"] = encoder_version(spec.encoder)
+            except Exception:  # noqa: BLE001
+                info[f"{spec.name} ({spec.encoder})"] = "unknown"
+        info["VMAF"] = vmaf_unavailable() or f"libvmaf through ffmpeg, model {VMAF_MODEL}"
     for module in ("numpy", "pandas", "matplotlib", "bjontegaard", "ffmpeg-python", "pytorch-msssim"):
         info[module] = version(module)
     return info

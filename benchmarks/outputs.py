@@ -41,7 +41,7 @@ def write_outputs(plan: Plan, run: RunRecords, started: str, start_time: float) 
         command="enerv-bench " + shlex.join(plan.settings.argv), started=started, finished=now(),
         wall_seconds=time.perf_counter() - start_time, measured=len(run.measured),
         cached=len(run.records) - len(run.measured), bd_method=plan.settings.bd_method,
-        wall_by_codec=run.wall, measured_codecs=tuple(measured_codecs))
+        wall_by_codec=run.wall, measured_codecs=tuple(measured_codecs), skipped=dict(plan.skipped))
     write_atomically(out / "run.json", summary.to_json().encode())
     return build_report(out / "results.csv", out)
 

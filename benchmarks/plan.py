@@ -13,13 +13,14 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks.anchors import X264, X265, FFmpegCodec, encoder_version
+from benchmarks.anchors import FFmpegCodec, encoder_version
 from benchmarks.codec import Codec, Point
 from benchmarks.enerv import ENeRV
+from benchmarks.registry import ANCHORS, AnchorSpec
 from benchmarks.settings import LOW_DELAY_PRESET, BenchSettings
 from benchmarks.sources import FrameStore, ReadOptions, VideoSource, fingerprint
 from pipeline.errors import InputError
-from pipeline.ffmpeg import ffmpeg_version
+from pipeline.ffmpeg import encoder_pix_fmts, ffmpeg_binary, ffmpeg_version, has_encoder
 
 SCHEMA = 2  # part of every cache key: a change of what a point means invalidates the cache
 
@@ -43,10 +44,16 @@ class Plan:
     jobs: tuple[Job, ...]
     device: str  # where E-NeRV runs: cpu or cuda
     jobs_at_once: int  # anchor encodes at once
+    skipped: tuple[tuple[str, str], ...] = ()  # (anchor, why): in the default set, but not runnable here
+    vmaf_note: str = ""  # why VMAF is not measured ('' when it is)
 
     @property
     def out(self) -> Path:
         return self.settings.output
+
+    @property
+    def vmaf(self) -> bool:
+        return not self.vmaf_note
 
 
 def job_key(video: VideoSource, codec: Codec, point: Point) -> str:
@@ -66,20 +73,42 @@ def _auto_jobs(device: str, runs_enerv: bool) -> int:
     return 1
 
 
-def _anchors(settings: BenchSettings) -> list[FFmpegCodec]:
-    curves = [(p, f, False) for p in settings.anchor_presets for f in settings.pix_fmts]
-    if settings.low_delay:
-        curves += [(LOW_DELAY_PRESET, f, True) for f in settings.pix_fmts]
+def _pix_fmts(spec: AnchorSpec, asked: tuple[str, ...]) -> tuple[list[str], str]:
+    """The encoder pixel formats of the asked chroma formats that this ffmpeg's encoder takes,
+    and why the others are left out."""
+    takes = encoder_pix_fmts(spec.encoder)
+    wanted = [spec.chroma[c] for c in asked if c in spec.chroma]
+    usable = [f for f in wanted if not takes or f in takes]
+    if usable:
+        return usable, ""
+    offered = ", ".join(takes or spec.chroma.values())
+    return [], f"its {spec.encoder} takes {offered}, none of --pix-fmts {','.join(asked)}"
+
+
+def _anchors(settings: BenchSettings) -> tuple[list[FFmpegCodec], list[tuple[str, str]]]:
+    """The anchor curves, and the anchors of the default set that this ffmpeg cannot run (an
+    anchor named by --codecs that it cannot run is an InputError)."""
     ffmpeg = ffmpeg_version()  # another ffmpeg build makes other anchor points
     anchors: list[FFmpegCodec] = []
-    for name, cls, extra in (("x264", X264, {"version_sei": False}), ("x265", X265, {})):
-        if name not in settings.codecs:
+    skipped: list[tuple[str, str]] = []
+    for name in (c for c in settings.codecs if c in ANCHORS):
+        spec = ANCHORS[name]
+        why = "" if has_encoder(spec.encoder) else f"this ffmpeg ({ffmpeg_binary()}) has no {spec.encoder} encoder"
+        pix_fmts: list[str] = []
+        if not why:
+            pix_fmts, why = _pix_fmts(spec, settings.pix_fmts)
+        if why:
+            if settings.explicit_codecs:
+                raise InputError(f"{name}: {why}")
+            skipped.append((name, why))
             continue
-        cls(**extra).check_available()
-        version = encoder_version(cls.encoder)
-        anchors += [cls(preset=p, pix_fmt=f, low_delay=ld, crfs=settings.crfs, library_version=version,
-                        ffmpeg=ffmpeg, **extra) for p, f, ld in curves]
-    return anchors
+        curves = [(p, f, False) for p in settings.anchor_presets[name] for f in pix_fmts]
+        if settings.low_delay and spec.low_delay_flags is not None:
+            curves += [(LOW_DELAY_PRESET, f, True) for f in pix_fmts]
+        version = encoder_version(spec.encoder)
+        anchors += [FFmpegCodec(anchor=name, preset=p, pix_fmt=f, low_delay=ld, rates=settings.rates[name],
+                                library_version=version, ffmpeg=ffmpeg) for p, f, ld in curves]
+    return anchors, skipped
 
 
 def _videos(settings: BenchSettings, store: FrameStore, codecs: list[Codec]) -> list[VideoSource]:
@@ -95,7 +124,7 @@ def _videos(settings: BenchSettings, store: FrameStore, codecs: list[Codec]) -> 
         seen.add(resolved)
         video = store.read(path)
         T, H, W = video.frames.shape[:3]
-        if any(isinstance(c, FFmpegCodec) and c.pix_fmt == "yuv420p" for c in codecs) and (W % 2 or H % 2):
+        if any(isinstance(c, FFmpegCodec) and c.pix_fmt.startswith("yuv420p") for c in codecs) and (W % 2 or H % 2):
             raise InputError(f"{path}: {W}x{H} has an odd side, which yuv420p cannot hold; pass --size or "
                              "--pix-fmts yuv444p")
         for preset in settings.enerv_presets:
@@ -129,11 +158,20 @@ def make_plan(settings: BenchSettings, store: FrameStore) -> Plan:
                                 budget_seconds=settings.budget_seconds, fit_cache=settings.output / "fits",
                                 resume=not settings.force, progress=progress))
     # Anchors first in the table, as before; the inputs last, their checks cost the most.
-    codecs = _anchors(settings) + codecs
+    anchors, skipped = _anchors(settings)
+    codecs = anchors + codecs
+    vmaf_note = "not measured (--no-vmaf)"
+    if settings.vmaf:
+        from benchmarks.vmaf import vmaf_unavailable
+
+        why = vmaf_unavailable()
+        vmaf_note = f"not measured: {why}" if why else ""
     videos = _videos(settings, store, codecs)
     jobs = [Job(video, codec, point, f"files/{video.slug}/{codec.file_name(point)}", job_key(video, codec, point))
             for video in videos for codec in codecs for point in codec.points()]
     if len({j.key for j in jobs}) != len(jobs):
         raise InputError("the sweep names the same point twice (check --enerv-points and --crfs)")
+    if not jobs:
+        raise InputError("nothing to run: " + "; ".join(f"{name}: {why}" for name, why in skipped))
     jobs_at_once = settings.jobs or _auto_jobs(device, bool(settings.enerv_presets))
-    return Plan(settings, tuple(videos), tuple(codecs), tuple(jobs), device, jobs_at_once)
+    return Plan(settings, tuple(videos), tuple(codecs), tuple(jobs), device, jobs_at_once, tuple(skipped), vmaf_note)

@@ -1,4 +1,5 @@
-"""The benchmark's figures: PSNR against rate, and E-NeRV's PSNR against encoding time."""
+"""The benchmark's figures: quality (PSNR, VMAF) against rate, quality at fixed rates against encode
+time, and E-NeRV's PSNR against fitting time."""
 
 from __future__ import annotations
 
@@ -13,21 +14,38 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
 from benchmarks.curves import ENVELOPE, curve_label, curves
+from benchmarks.registry import anchor
 from pipeline.files import write_atomically
 
-_CODEC_COLOURS = {"x264": ("#1f77b4", "#6baed6", "#08519c"), "x265": ("#2ca02c", "#74c476", "#006d2c")}
 _ENERV_COLOURS = ("#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2")
 _FIT_COLOURS = ("#444444", "#17becf", "#bcbd22", "#7f7f7f")
 
 
-def _style(codec: str, setting: str, enerv_index: int) -> dict:
-    if codec == "enerv":
-        return {"color": _ENERV_COLOURS[enerv_index % len(_ENERV_COLOURS)], "marker": "D", "linestyle": "-",
-                "linewidth": 2.0, "markersize": 5}
-    palette = _CODEC_COLOURS.get(codec, ("#7f7f7f",) * 3)
-    colour = palette[2] if "veryslow" in setting else palette[1] if "lowdelay" in setting else palette[0]
-    return {"color": colour, "marker": "s" if "veryslow" in setting else "^" if "lowdelay" in setting else "o",
-            "linestyle": "--" if "yuv444p" in setting else "-", "linewidth": 1.2, "markersize": 4}
+def curve_styles(keys: list[tuple[str, str]]) -> dict[tuple[str, str], dict]:
+    """Line styles of the curves: an anchor's colours and marker come from its registry entry (its
+    presets from light = fast to dark = slow), dashed for 4:4:4, triangles for low-delay; E-NeRV
+    curves red-orange diamonds."""
+    styles = {}
+    enerv = [k for k in keys if k[0] == "enerv"]
+    for i, key in enumerate(enerv):
+        styles[key] = {"color": _ENERV_COLOURS[i % len(_ENERV_COLOURS)], "marker": "D", "linestyle": "-",
+                       "linewidth": 2.0, "markersize": 5}
+    for codec in dict.fromkeys(k[0] for k in keys if k[0] != "enerv"):
+        spec = anchor(codec)
+        mine = [k for k in keys if k[0] == codec]
+        if spec is None:
+            styles.update({k: {"color": "#7f7f7f", "marker": "o", "linestyle": "-", "linewidth": 1.2,
+                               "markersize": 4} for k in mine})
+            continue
+        presets = sorted({spec.preset_of_token(s.split("-")[0]) for _, s in mine},
+                         key=lambda p: spec.presets.index(p) if p in spec.presets else 0)
+        shade = {p: spec.colours[1] if len(presets) == 1 else spec.colours[round(2 * i / (len(presets) - 1))]
+                 for i, p in enumerate(presets)}
+        for key in mine:
+            preset = spec.preset_of_token(key[1].split("-")[0])
+            styles[key] = {"color": shade[preset], "marker": "^" if "lowdelay" in key[1] else spec.marker,
+                           "linestyle": "--" if "yuv444p" in key[1] else "-", "linewidth": 1.2, "markersize": 4}
+    return styles
 
 
 def _save(fig: Figure, path: Path, fmt: str) -> None:
@@ -41,7 +59,8 @@ def average_points(results: pd.DataFrame) -> pd.DataFrame:
     """Mean bpp and PSNRs of each (codec, setting, point) measured on every video."""
     n = results["video"].nunique()
     grouped = results.groupby(["codec", "setting", "point"], sort=False)
-    means = grouped[["bpp", "psnr_rgb", "psnr_yuv"]].mean()
+    columns = [c for c in ("bpp", "psnr_rgb", "psnr_yuv", "vmaf") if c in results]
+    means = grouped[columns].mean()
     counts = grouped["video"].nunique()
     means = means[counts == n].reset_index()
     means["video"] = "average"
@@ -73,8 +92,13 @@ def _minor_tick(value: float, _pos=None) -> str:
     return f"{value:g}" if round(mantissa, 6) in (2.0, 5.0) else ""
 
 
-def plot_rd(results: pd.DataFrame, png: Path, svg: Path, caption: str) -> None:
-    """PSNR-RGB against bpp, one panel per video (plus the average), one curve per codec and setting."""
+METRIC_AXES = {"psnr_rgb": "PSNR, 8-bit RGB (dB)", "vmaf": "VMAF (vmaf_v0.6.1, BT.709 luma)"}
+
+
+def plot_rd(results: pd.DataFrame, png: Path, svg: Path | None, caption: str, metric: str = "psnr_rgb") -> None:
+    """Quality (PSNR-RGB, or VMAF) against bpp, one panel per video (plus the average), one curve
+    per codec and setting."""
+    results = results.assign(**{metric: pd.to_numeric(results[metric], errors="coerce")})
     panels = _panels(results)
     cols = min(len(panels), 2)
     rows = math.ceil(len(panels) / cols)
@@ -84,27 +108,27 @@ def plot_rd(results: pd.DataFrame, png: Path, svg: Path, caption: str) -> None:
     fig = Figure(figsize=(7.5 * cols, 5.2 * rows + 0.17 * caption_lines + 0.2 * legend_guess + 0.6))
     height = fig.get_figheight()
     keys = [k for k in curves(results) if k[1] != ENVELOPE]
-    enerv_index = {k: i for i, k in enumerate(k for k in keys if k[0] == "enerv")}
+    styles = curve_styles(keys)
     handles = {}
     for i, (title, rows_df) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, i + 1)
         for codec, setting in keys:
             c = rows_df[(rows_df["codec"] == codec) & (rows_df["setting"] == setting)].sort_values("bpp")
+            c = c[c[metric].notna()]
             if c.empty:
                 continue
-            (line,) = ax.plot(c["bpp"], c["psnr_rgb"], label=curve_label(codec, setting),
-                              **_style(codec, setting, enerv_index.get((codec, setting), 0)))
+            (line,) = ax.plot(c["bpp"], c[metric], label=curve_label(codec, setting), **styles[(codec, setting)])
             handles.setdefault(curve_label(codec, setting), line)
             if codec == "enerv" and "point" in c:
                 for _, p in c.iterrows():
-                    ax.annotate(str(p["point"]), (p["bpp"], p["psnr_rgb"]), textcoords="offset points",
+                    ax.annotate(str(p["point"]), (p["bpp"], p[metric]), textcoords="offset points",
                                 xytext=(4, -9), fontsize=6.5, color=line.get_color())
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(_tick))
         ax.xaxis.set_minor_formatter(FuncFormatter(_minor_tick))
         ax.tick_params(axis="x", which="minor", labelsize=7)
         ax.set_xlabel("rate (bits per pixel, whole file; log scale)")
-        ax.set_ylabel("PSNR, 8-bit RGB (dB)")
+        ax.set_ylabel(METRIC_AXES[metric])
         ax.set_title(title, fontsize=10)
         ax.grid(True, which="both", alpha=0.3)
     ncol = max(1, min(2 * cols + 1, len(handles)))
@@ -117,7 +141,8 @@ def plot_rd(results: pd.DataFrame, png: Path, svg: Path, caption: str) -> None:
                         wspace=0.25)
     fig.text(0.01, 0.01, wrapped, fontsize=7.5, va="bottom", ha="left")
     _save(fig, png, "png")
-    _save(fig, svg, "svg")
+    if svg is not None:
+        _save(fig, svg, "svg")
 
 
 def plot_time_to_quality(history: pd.DataFrame, results: pd.DataFrame, png: Path) -> None:
@@ -157,5 +182,52 @@ def plot_time_to_quality(history: pd.DataFrame, results: pd.DataFrame, png: Path
         ax.legend(fontsize=7, loc="lower right")
     fig.subplots_adjust(left=0.09, right=0.98, top=0.93, bottom=(0.55 + 0.15 * (wrapped.count("\n") + 1))
                         / fig.get_figheight(), hspace=0.4, wspace=0.25)
+    fig.text(0.01, 0.01, wrapped, fontsize=7.5, va="bottom", ha="left")
+    _save(fig, png, "png")
+
+
+def plot_time_axis(table: pd.DataFrame, png: Path, caption: str) -> None:
+    """PSNR-RGB at each target rate against encode seconds per point (log): one panel per rate, one
+    marker per curve, the presets (or budgets) of one codec and chroma format joined fast to slow."""
+    from benchmarks.time_axis import summary_rows
+
+    shown = summary_rows(table)
+    rates = sorted(set(shown["target_bpp"]))
+    fig = Figure(figsize=(7.0 * len(rates), 5.6))
+    keys = list(dict.fromkeys(zip(shown["codec"], shown["setting"])))
+    styles = curve_styles([k for k in keys if k[1] != ENVELOPE])
+    handles = {}
+    for i, rate in enumerate(rates):
+        ax = fig.add_subplot(1, len(rates), i + 1)
+        at = shown[(shown["target_bpp"] == rate) & shown["psnr_rgb"].notna() & shown["encode_seconds"].notna()]
+        # One line per codec and chroma format (anchors: its presets; E-NeRV: a preset's budgets).
+        family = at["codec"] + "|" + at.apply(lambda r: r["setting"] if r["codec"] == "enerv"
+                                              else "-".join(r["setting"].split("-")[1:]), axis=1)
+        for _, group in at.groupby(family, sort=False):
+            group = group.sort_values("encode_seconds")
+            first = group.iloc[0]
+            style = dict(styles.get((first["codec"], first["setting"]), {"color": "#444444", "marker": "*"}))
+            ax.plot(group["encode_seconds"], group["psnr_rgb"], color=style["color"], linewidth=1.0,
+                    linestyle=style.get("linestyle", "-"), alpha=0.6)
+            for _, point in group.iterrows():
+                s = dict(styles.get((point["codec"], point["setting"]), style))
+                (marker,) = ax.plot([point["encode_seconds"]], [point["psnr_rgb"]], linestyle="none",
+                                    marker=s["marker"], color=s["color"], markersize=7)
+                handles.setdefault(point["label"], marker)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(_tick))
+        ax.set_xlabel("encode time of one point (s, whole clip; log scale)")
+        ax.set_ylabel(f"PSNR-RGB at {rate:g} bpp (dB)")
+        ax.set_title(f"quality at {rate:g} bpp against encode time", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+    ncol = max(1, min(3, len(handles)))
+    legend_rows = math.ceil(len(handles) / ncol)
+    wrapped = "\n".join(textwrap.wrap(caption, width=int(100 * len(rates))))
+    fig.set_figheight(5.6 + 0.2 * legend_rows + 0.15 * (wrapped.count("\n") + 1))
+    height = fig.get_figheight()
+    fig.legend(list(handles.values()), list(handles.keys()), loc="lower center", ncol=ncol, fontsize=7.5,
+               frameon=False, bbox_to_anchor=(0.5, (0.2 + 0.15 * (wrapped.count("\n") + 1)) / height))
+    fig.subplots_adjust(left=0.07, right=0.98, top=0.93,
+                        bottom=(1.0 + 0.2 * legend_rows + 0.15 * (wrapped.count("\n") + 1)) / height, wspace=0.22)
     fig.text(0.01, 0.01, wrapped, fontsize=7.5, va="bottom", ha="left")
     _save(fig, png, "png")

@@ -1,13 +1,13 @@
-"""``enerv-bench``: rate-distortion benchmark of E-NeRV against x264 and x265.
+"""``enerv-bench``: rate-distortion benchmark of E-NeRV against the anchors of benchmarks.registry.
 
-    enerv-bench INPUT [INPUT ...] -o reports/NAME [--codecs enerv,x264,x265] [--quick]
+    enerv-bench INPUT [INPUT ...] -o reports/NAME [--codecs enerv,x264,...] [--quick] [--no-vmaf]
 
 For each input and codec it encodes at several rate points, decodes each file, measures it
 against the source and writes into the output folder: ``results.csv`` (one row per point),
-``bd_rate.csv``, ``rd.png``/``rd.svg``, ``time_to_quality.png``/``.csv``, ``run.json`` and
-``report.md``. The encoded files stay under ``files/``; each finished point is cached as one
-JSON file under ``cache/`` and each E-NeRV fit under ``fits/``, so an interrupted benchmark
-continues where it stopped (``--force`` recomputes).
+``bd_rate.csv``, ``rd.png``/``rd.svg`` (and ``rd_vmaf.png``), ``time_axis.csv``/``.png``,
+``time_to_quality.png``/``.csv``, ``run.json`` and ``report.md``. The encoded files stay under
+``files/``; each finished point is cached as one JSON file under ``cache/`` and each E-NeRV fit
+under ``fits/``, so an interrupted benchmark continues where it stopped (``--force`` recomputes).
 
 Every option is checked, every input decoded and every encoder looked up before any
 encoding starts; a problem is one ``error:`` line and exit status 2, with nothing written.
@@ -36,6 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
     store = FrameStore(ReadOptions(settings.frame_range, settings.size))
     plan = make_plan(settings, store)
+    for name, why in plan.skipped:
+        print(f"note: {name} is left out: {why}", file=sys.stderr)
+    if settings.vmaf and plan.vmaf_note:
+        print(f"note: VMAF {plan.vmaf_note}", file=sys.stderr)
     cache = PointCache(plan.out)
     if settings.dry_run:
         return dry_run(plan, cache)

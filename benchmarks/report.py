@@ -2,8 +2,10 @@
 
     python -m benchmarks.report OUT/results.csv -o DIR [--bd-method akima]
 
-writes ``bd_rate.csv``, ``rd.png``/``rd.svg`` and ``report.md`` into DIR (and
-``time_to_quality.png`` when ``time_to_quality.csv`` lies beside the results). Every fact
+writes ``bd_rate.csv``, ``rd.png``/``rd.svg`` and ``report.md`` into DIR, and where the
+results allow it ``rd_vmaf.png`` (points with VMAF), ``time_axis.csv``/``.png`` (curves that
+span the time axis's rates) and ``time_to_quality.png`` (``time_to_quality.csv`` beside the
+results). Every fact
 the report states comes from the rows: codec versions and flags, epochs, budgets, how the
 points ran, the machines that measured them. A ``run.json`` beside the results (enerv-bench
 writes one) adds the run's command, dates and wall times. enerv-bench itself builds its
@@ -19,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks import plots, tables
-from benchmarks.bd import BD_METHODS, bd_table
-from benchmarks.curves import ANCHOR_CODECS
+from benchmarks import plots, tables, time_axis
+from benchmarks.bd import BD_METHODS, bd_table, metrics_of
+from benchmarks.registry import ANCHOR_CODECS, ANCHORS
 from benchmarks.results import read_results
 from pipeline.cli_common import OneLineErrorParser, run_command
 from pipeline.errors import InputError
@@ -43,6 +45,7 @@ class RunSummary:
     bd_method: str = "akima"
     wall_by_codec: dict[str, float] = field(default_factory=dict)  # this run's wall time per codec
     measured_codecs: tuple[str, ...] = ()
+    skipped: dict[str, str] = field(default_factory=dict)  # anchors of the default set this ffmpeg cannot run
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1) + "\n"
@@ -72,17 +75,23 @@ def caption(results: pd.DataFrame) -> str:
     parts = []
     anchors = _anchors(results)
     if not anchors.empty:
-        crfs = ", ".join(tables.fmt(c, "g") for c in sorted(set(anchors["knob_value"].astype(float))))
+        described = []
+        for codec in ANCHOR_CODECS:
+            mine = anchors[anchors["codec"] == codec]
+            if mine.empty:
+                continue
+            spec = ANCHORS[codec]
+            versions = " / ".join(_distinct(mine["encoder_version"])) or "?"
+            values = ", ".join(tables.fmt(c, "g") for c in sorted(set(mine["knob_value"].astype(float))))
+            presets = ", ".join(spec.preset_label(p) for p in _distinct(mine.loc[~tables.flag_column(mine["low_delay"]),
+                                                                                    "preset"].astype(str)))
+            described.append(f"{spec.title} ({versions}; {presets or '-'}; {spec.knob.upper()} {values})")
         low = tables.flag_column(anchors["low_delay"])
-        presets = ", ".join(_distinct(anchors.loc[~low, "preset"])) or "-"
-        versions = [f"{c} ({' / '.join(_distinct(anchors.loc[anchors['codec'] == c, 'encoder_version'])) or '?'})"
-                    for c in ANCHOR_CODECS if (anchors["codec"] == c).any()]
-        low_text = ("; 'low-delay' = preset " + ", ".join(_distinct(anchors.loc[low, "preset"]))
+        low_text = ("; 'low-delay' = preset " + ", ".join(_distinct(anchors.loc[low, "preset"].astype(str)))
                     + ", tune zerolatency, GOP 12, no B-frames") if low.any() else ""
-        parts.append(f"Anchors: {' and '.join(versions)} through ffmpeg, 8-bit, CRF {crfs}, preset {presets}, "
-                     f"default GOP with B-frames{low_text}; solid lines 4:2:0 (yuv420p), dashed 4:4:4 (yuv444p); "
-                     "RGB <-> Y'CbCr BT.709 limited range, explicit; x264's version SEI and x265's info SEI not "
-                     "written.")
+        parts.append(f"Anchors through ffmpeg: {'; '.join(described)}; default GOPs{low_text}; solid lines 4:2:0, "
+                     "dashed 4:4:4, light to dark = fast to slow preset; RGB <-> Y'CbCr BT.709 limited range, "
+                     "explicit; no version or settings SEI written.")
     e = results[results["codec"] == "enerv"]
     if not e.empty:
         low, high = int(e["epochs"].min()), int(e["epochs"].max())
@@ -93,6 +102,28 @@ def caption(results: pd.DataFrame) -> str:
     parts.append("Rate: whole files (container included for every codec). Quality: 8-bit RGB decoded from each "
                  "codec's own file against the RGB source.")
     return " ".join(parts)
+
+
+def vmaf_note(results: pd.DataFrame) -> str:
+    """Which VMAF the points have, or why they have none."""
+    scored = pd.to_numeric(results["vmaf"], errors="coerce").notna()
+    models = _distinct(results.loc[scored, "vmaf_model"])
+    reasons = _distinct(results.loc[~scored, "vmaf_model"])
+    if not scored.any():
+        why = "; ".join(reasons) or "these results predate the VMAF column"
+        return f"No point has a VMAF score ({why}), so there is no VMAF table or figure."
+    text = (f"VMAF: model {' / '.join(models)}, built into libvmaf, run through ffmpeg's `libvmaf` filter on the "
+            "decoded frames against the source, both converted to Y' exactly as for PSNR-YUV (BT.709, 8-bit "
+            "limited range, rounded to 8 bits; the model reads luma only); the mean over frames.")
+    if (~scored).any():
+        text += f" {int((~scored).sum())} points have none ({'; '.join(reasons) or 'not measured'})."
+    return text
+
+
+def skipped_note(run: RunSummary | None) -> str:
+    if run is None or not run.skipped:
+        return ""
+    return "Not run: " + "; ".join(f"{name} ({why})" for name, why in run.skipped.items()) + "."
 
 
 def budget_note(results: pd.DataFrame) -> str:
@@ -155,8 +186,37 @@ def _run_lines(results: pd.DataFrame, run: RunSummary | None) -> str:
             "earlier run in this folder;\ncached points keep the timings of the run that measured them).")
 
 
+def anchors_note(results: pd.DataFrame) -> str:
+    codecs = [c for c in ANCHOR_CODECS if (results["codec"] == c).any()]
+    if not codecs:
+        return "No anchor was run."
+    lines = ["Each anchor runs through ffmpeg-python with its own rate parameter (CRF; QP for VVenC), "
+             "8-bit unless said otherwise. **4:2:0** = chroma at half resolution both ways (the usual delivery "
+             "format); **4:4:4** = full-resolution chroma, like E-NeRV's RGB output. Unless marked **low-delay** "
+             "(x264/x265 only: `-tune zerolatency`, a keyframe every 12 frames, no B-frames), each uses its "
+             "preset's default GOP. Per codec:", ""]
+    for codec in codecs:
+        spec = ANCHORS[codec]
+        lines.append(f"- {spec.title} ({spec.encoder}): `-{spec.preset_option}` presets "
+                     f"{', '.join(spec.presets)} (fast to slow), `-{spec.knob}` {spec.knob_range[0]}.."
+                     f"{spec.knob_range[1]}, in a {spec.container} (`{spec.extension}`). {spec.notes}.")
+    return "\n".join(lines + ["", "The exact commands:"])
+
+
+def time_axis_text(table: pd.DataFrame, plotted: bool) -> str:
+    figure = ("![quality at fixed rates against encode time](time_axis.png)\n\n" if plotted else "")
+    return (f"{figure}Each curve's Pareto front (bpp, PSNR-RGB) interpolated linearly in log-rate at "
+            f"{' and '.join(f'{r:g}' for r in time_axis.TARGET_BPP)} bpp: PSNR-RGB there, and at the same place "
+            "VMAF and the encode seconds of one point (the whole clip; a shared E-NeRV fit counted in full); "
+            "no extrapolation, so a curve that does not span a rate has no value there"
+            + (" (average over the videos where every video has one)" if (table["video"] == "average").any()
+               else "") + ". Data in `time_axis.csv`. Encode times are those of the machine below, one job at a "
+            f"time unless the Time section says otherwise.\n\n{time_axis.markdown(table)}")
+
+
 def report_text(results: pd.DataFrame, bd: pd.DataFrame, run: RunSummary | None, bd_method: str,
-                time_to_quality: bool) -> str:
+                time_to_quality: bool, axis: pd.DataFrame | None = None, vmaf_plot: bool = False) -> str:
+    axis = time_axis.time_axis(results) if axis is None else axis
     if time_to_quality:
         ttq = ("![PSNR against encoding time](time_to_quality.png)\n\n"
                "The lines are the training-time estimate that the fit records after each epoch (float outputs, "
@@ -167,23 +227,31 @@ def report_text(results: pd.DataFrame, bd: pd.DataFrame, run: RunSummary | None,
         ttq = "(E-NeRV was not run, or its fitting history is not beside these results, so there is no fitting curve.)"
     avg_note = ("Average rows are the mean of the per-video values. " if results["video"].nunique() > 1
                 else "One video: its values are the averages, and the figure has no separate average panel. ")
-    anchor_note = ("x264 (libx264) and x265 (libx265) run through ffmpeg-python with CRF rate control, 8-bit. "
-                   "**4:2:0** = `-pix_fmt yuv420p` (chroma at half resolution both ways, the usual delivery "
-                   "format); **4:4:4** = `-pix_fmt yuv444p` (full-resolution chroma, like E-NeRV's RGB output). "
-                   "Unless marked **low-delay**, each uses its preset's default GOP with B-frames; low-delay = "
-                   "`-tune zerolatency`, a keyframe every 12 frames, no B-frames. x264's SEI message carrying its "
-                   "version and settings (no picture data, about 700 bytes) is removed with "
-                   "`-bsf:v filter_units=remove_types=6`, as x265 is run with `info=0`. The exact commands:"
-                   ) if not _anchors(results).empty else "No anchor was run."
+    anchor_note = anchors_note(results)
     wall = run.wall_by_codec if run is not None else None
     measured = set(run.measured_codecs) if run is not None else set()
+    containers = "".join(f"the {ANCHORS[c].extension} ({ANCHORS[c].container}) for {ANCHORS[c].title}, "
+                         for c in ANCHOR_CODECS if (results["codec"] == c).any())
+    vmaf_tables = ""
+    if "vmaf" in metrics_of(results):
+        figure = "![VMAF against bits per pixel](rd_vmaf.png)\n\n" if vmaf_plot else ""
+        vmaf_tables = (f"\nVMAF (BD-rate / BD-VMAF, in VMAF points; {vmaf_note(results)}):\n\n"
+                       f"{tables.bd_matrix(bd, 'vmaf')}\n\n{figure}")
     return f"""# Rate-distortion benchmark
 
 {_run_lines(results, run)}
 
 ![PSNR against bits per pixel](rd.png)
 
-[rd.svg](rd.svg) (vector). {caption(results)}
+[rd.svg](rd.svg) (vector). {caption(results)} {skipped_note(run)}
+
+## Summary
+
+For each curve: its BD-rate (PSNR-RGB, averaged over the videos) against each anchor codec's reference
+curve (its first `--quick` preset in 4:2:0 where the results have it), and the mean encode and decode
+seconds of one of its points (the whole clip). * as in the tables below.
+
+{tables.summary_table(results, bd)}
 
 ## BD-rate against the anchors
 
@@ -204,7 +272,7 @@ PSNR-RGB:
 PSNR-YUV ((6 Y + U + V) / 8, BT.709):
 
 {tables.bd_matrix(bd, 'psnr_yuv')}
-
+{vmaf_tables}
 ## Curves
 
 {tables.curve_summary(results)}
@@ -226,6 +294,10 @@ cache), plus **own s**, the point's own work. Per fit:
 
 {tables.shared_fits_table(results)}
 
+## Quality against encode time
+
+{time_axis_text(axis, time_axis.has_values(axis))}
+
 ## Time to quality
 
 {ttq}
@@ -246,8 +318,9 @@ cache), plus **own s**, the point's own work. Per fit:
 - The anchors convert RGB to Y'CbCr explicitly with ffmpeg's scale filter (BT.709 matrix, limited "tv"
   range, stream tagged bt709/tv) and back the same way when decoding; yuv420p halves the chroma
   resolution both ways, yuv444p keeps it. E-NeRV fits and renders RGB directly.
-- The rate is the size of the whole file for every codec: the `.mp4` (container included) for x264 and
-  x265, the `.bin` (header, side information, masks, payload and checksum) for E-NeRV. bpp =
+- {vmaf_note(results)}
+- The rate is the size of the whole file for every codec: {containers}the `.bin` (header, side
+  information, masks, payload and checksum) for E-NeRV. bpp =
   8 x bytes / (width x height x frames); kbps at the source frame rate. The encoded files are kept
   under `files/`.
 
@@ -278,11 +351,23 @@ def build_report(results_csv: Path, out: Path, bd_method: str | None = None) -> 
     bd = bd_table(results, method)
     write_atomically(out / "bd_rate.csv", bd.to_csv(index=False).encode())
     plots.plot_rd(results, out / "rd.png", out / "rd.svg", caption(results))
+    vmaf_plot = "vmaf" in metrics_of(results)
+    if vmaf_plot:
+        plots.plot_rd(results, out / "rd_vmaf.png", None, caption(results) + " " + vmaf_note(results), "vmaf")
+    axis = time_axis.time_axis(results)
+    axis_plot = time_axis.has_values(axis)
+    if axis_plot:  # only where some curve spans a target rate: tiny test clips do not
+        write_atomically(out / "time_axis.csv", axis.to_csv(index=False).encode())
+        plots.plot_time_axis(axis, out / "time_axis.png", "Encode time: one point (the whole clip) on the machine "
+                             "of this report; quality interpolated on each curve's Pareto front, log-rate.")
+    for name, written in (("rd_vmaf.png", vmaf_plot), ("time_axis.csv", axis_plot), ("time_axis.png", axis_plot)):
+        if not written:
+            (out / name).unlink(missing_ok=True)  # an earlier build's would not match these results
     history_csv = results_csv.parent / "time_to_quality.csv"
     history = pd.read_csv(history_csv) if history_csv.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
     if not history.empty:
         plots.plot_time_to_quality(history, results, out / "time_to_quality.png")
-    text = report_text(results, bd, run, method, time_to_quality=not history.empty)
+    text = report_text(results, bd, run, method, time_to_quality=not history.empty, axis=axis, vmaf_plot=vmaf_plot)
     write_atomically(out / "report.md", text.encode())
     return bd
 

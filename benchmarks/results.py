@@ -10,17 +10,14 @@ from pipeline.errors import InputError
 
 COLUMNS = [
     "video", "codec", "setting", "label", "point", "preset", "knob", "knob_value", "bytes", "bpp", "kbps",
-    "psnr_rgb", "psnr_yuv", "ms_ssim", "encode_seconds", "own_encode_seconds", "decode_seconds", "frames", "width",
-    "height", "fps", "pix_fmt", "crf", "low_delay", "quality", "bits", "prune_ratio", "epochs", "prune_epochs",
-    "rd_epochs",
-    "qat_epochs",
-    "epochs_requested", "budget_seconds", "estimated_seconds", "parameters", "fit_seconds", "fit_reused", "fit_key",
-    "resumed", "device", "encoder_version", "parallel_jobs", "source_pix_fmt", "file", "command", "config", "machine",
-    "key", "measured_at",
+    "psnr_rgb", "psnr_yuv", "ms_ssim", "vmaf", "encode_seconds", "own_encode_seconds", "decode_seconds", "frames",
+    "width", "height", "fps", "pix_fmt", "crf", "qp", "low_delay", "quality", "bits", "prune_ratio", "epochs",
+    "prune_epochs", "rd_epochs", "qat_epochs", "epochs_requested", "budget_seconds", "estimated_seconds", "parameters",
+    "fit_seconds", "fit_reused", "fit_key", "resumed", "device", "encoder_version", "vmaf_model", "parallel_jobs",
+    "source_pix_fmt", "file", "command", "config", "machine", "key", "measured_at",
 ]
 INT_COLUMNS = ["bytes", "frames", "width", "height", "bits", "epochs", "prune_epochs", "rd_epochs", "qat_epochs",
-               "parameters",
-               "parallel_jobs"]
+               "parameters", "parallel_jobs"]
 # What a report needs at the least; a results file of an older version lacks some of the rest.
 REQUIRED = ["video", "codec", "setting", "point", "bytes", "bpp", "psnr_rgb", "psnr_yuv", "encode_seconds",
             "decode_seconds", "frames", "width", "height"]

@@ -9,13 +9,13 @@ import multiprocessing
 import time
 from dataclasses import dataclass, field
 
-from benchmarks.budget import epochs_of
-from benchmarks.codec import RDPoint
+from benchmarks.codec import RDPoint, SourceClip
 from benchmarks.curves import curve_label
 from benchmarks.enerv import ENeRV
 from benchmarks.plan import Job, Plan
 from benchmarks.point_cache import PointCache, PointRecord
 from benchmarks.sources import FrameStore
+from pipeline.epochs import EpochPlan
 
 
 def now() -> str:
@@ -32,11 +32,12 @@ class RunRecords:
     wall: dict[str, float] = field(default_factory=dict)
 
 
-def point_row(job: Job, point: RDPoint, parallel_jobs: int, machine: dict) -> dict:
+def point_row(job: Job, point: RDPoint, parallel_jobs: int, machine: dict, vmaf_note: str = "") -> dict:
     """The row of results.csv: the measured point and the run's bookkeeping."""
     row = {"video": job.video.name, "label": curve_label(point.codec, point.setting), "file": job.file,
            "key": job.key, "measured_at": now()}
     row.update(point.to_row())
+    row["vmaf_model"] = point.vmaf_model or vmaf_note
     row.update({"config": json.dumps(point.config, sort_keys=True), "parallel_jobs": parallel_jobs,
                 "source_pix_fmt": job.video.pix_fmt, "machine": json.dumps(machine)})
     return row
@@ -44,8 +45,9 @@ def point_row(job: Job, point: RDPoint, parallel_jobs: int, machine: dict) -> di
 
 def _print_point(i: int, n: int, row: dict, cached: bool) -> None:
     print(f"[{i}/{n}] {row['video']} {row['label']} {row['point']}: {int(row['bytes']):,} bytes, "
-          f"{row['bpp']:.4f} bpp, PSNR {row['psnr_rgb']:.2f} dB, encode {row['encode_seconds']:.2f} s"
-          + (" (cached)" if cached else ""), flush=True)
+          f"{row['bpp']:.4f} bpp, PSNR {row['psnr_rgb']:.2f} dB"
+          + (f", VMAF {row['vmaf']:.2f}" if row.get("vmaf") is not None else "")
+          + f", encode {row['encode_seconds']:.2f} s" + (" (cached)" if cached else ""), flush=True)
 
 
 def dry_run(plan: Plan, cache: PointCache) -> int:
@@ -56,13 +58,22 @@ def dry_run(plan: Plan, cache: PointCache) -> int:
         todo += not cached
         detail = ""
         if isinstance(job.codec, ENeRV):
-            fit, pe, rd, qe = epochs_of(job.codec.point_preset(job.point))
+            epochs = EpochPlan.of(job.codec.point_preset(job.point)).text
             budget = plan.settings.budget_seconds
-            detail = f" ({fit}+{pe}+{rd}+{qe} epochs" + (f", budget {budget:g} s" if budget else "") + ")"
+            detail = f" ({epochs} epochs" + (f", budget {budget:g} s" if budget else "") + ")"
         print(f"[{i}/{len(plan.jobs)}] {job.video.name} {curve_label(job.codec.name, job.codec.setting())} "
               f"{job.point.label}{detail}: {'cached' if cached else 'would run'}")
     print(f"{todo} to run, {len(plan.jobs) - todo} cached")
     return 0
+
+
+def add_vmaf(job: Job, record: PointRecord, clip: SourceClip, plan: Plan, cache: PointCache) -> PointRecord:
+    """A cached point's VMAF, measured on the frames decoded from its kept file."""
+    from benchmarks.vmaf import measure_vmaf
+
+    decoded = job.codec.decode(plan.out / job.file, clip.frames.shape[2], clip.frames.shape[1])
+    score = measure_vmaf(decoded, clip.frames, clip.fps)
+    return cache.save(job, {**record.row, "vmaf": score.mean, "vmaf_model": score.model}, record.history)
 
 
 def run_jobs(plan: Plan, cache: PointCache, store: FrameStore, machine: dict) -> RunRecords:
@@ -77,25 +88,32 @@ def run_jobs(plan: Plan, cache: PointCache, store: FrameStore, machine: dict) ->
 
     def finish(job: Job, point: RDPoint, parallel: int) -> None:
         nonlocal done
-        by_key[job.key] = cache.save(job, point_row(job, point, parallel, machine), point.history)
+        by_key[job.key] = cache.save(job, point_row(job, point, parallel, machine, plan.vmaf_note), point.history)
         run.measured.add(job.key)
         done += 1
         _print_point(done, n, by_key[job.key].row, cached=False)
 
     for video in plan.videos:
-        todo = []
+        todo, unscored = [], []
         for job in (j for j in plan.jobs if j.video is video):
             record = None if plan.settings.force else cache.load(job)
             if record is None:
                 todo.append(job)
                 continue
             by_key[job.key] = record
+            if plan.vmaf and record.row.get("vmaf") is None:
+                unscored.append(job)  # measured by a run without VMAF: scored from its kept file
+                continue
             done += 1
             _print_point(done, n, record.row, cached=True)
-        if not todo:
+        if not todo and not unscored:
             continue
         (plan.out / "files" / video.slug).mkdir(parents=True, exist_ok=True)
         clip = store.clip(video)
+        for job in unscored:
+            by_key[job.key] = add_vmaf(job, by_key[job.key], clip, plan, cache)
+            done += 1
+            _print_point(done, n, by_key[job.key].row, cached=True)
         pooled = [j for j in todo if not isinstance(j.codec, ENeRV)] if plan.jobs_at_once > 1 else []
         pool, futures, pool_start = None, {}, 0.0
         try:
@@ -103,11 +121,11 @@ def run_jobs(plan: Plan, cache: PointCache, store: FrameStore, machine: dict) ->
                 pool = concurrent.futures.ProcessPoolExecutor(plan.jobs_at_once,
                                                               mp_context=multiprocessing.get_context("spawn"))
                 pool_start = time.perf_counter()
-                futures = {pool.submit(j.codec.run, clip, j.point, plan.out / j.file): j for j in pooled}
+                futures = {pool.submit(j.codec.run, clip, j.point, plan.out / j.file, plan.vmaf): j for j in pooled}
             in_pool = {j.key for j in futures.values()}
             for job in (j for j in todo if j.key not in in_pool):
                 start = time.perf_counter()
-                finish(job, job.codec.run(clip, job.point, plan.out / job.file), 1)
+                finish(job, job.codec.run(clip, job.point, plan.out / job.file, plan.vmaf), 1)
                 run.wall[job.codec.name] = run.wall.get(job.codec.name, 0.0) + time.perf_counter() - start
             for future in concurrent.futures.as_completed(futures):
                 finish(futures[future], future.result(), plan.jobs_at_once)

@@ -14,38 +14,36 @@ from pathlib import Path
 
 from benchmarks.bd import BD_METHODS
 from benchmarks.enerv import POINT_SPEC, ENeRVPoint, parse_point
+from benchmarks.registry import ANCHOR_CODECS, ANCHORS, CHROMA
 from pipeline.cli_common import OneLineErrorParser
 from pipeline.config import CodecPreset, load_preset, preset_names
 from pipeline.errors import InputError
 from pipeline.presets import with_fit_epochs
 from pipeline.video_io import parse_frame_range, parse_frame_size
 
-CODECS = ("enerv", "x264", "x265")
-X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
-                "placebo")
-PIX_FMTS = ("yuv420p", "yuv444p")
+CODECS = ("enerv", *ANCHOR_CODECS)
+PIX_FMTS = tuple(CHROMA)
 LOW_DELAY_PRESET = "medium"
 
-# What --quick and the default (full) run sweep; every item can be set by its own option.
+# What --quick and the default (full) run sweep; every item can be set by its own option. The
+# anchors' presets and rate values are their registry entries' (benchmarks.registry).
 # E-NeRV's curve is the Pareto envelope of (network size, quality) pairs of the enerv-grid
 # ladder: small networks serve low rates, wide ones high rates (see the README's measurement).
 QUICK = {
+    "mode": "quick",
     "enerv_presets": ["enerv-grid-xs", "enerv-grid-m", "enerv-grid-xl"],
     "enerv_points": "40,60",
     "budget_seconds": 300.0,
-    "anchor_presets": ["medium"],
     "pix_fmts": list(PIX_FMTS),
     "low_delay": False,
-    "crfs": [18, 26, 34, 42],
 }
 FULL = {
+    "mode": "full",
     "enerv_presets": ["enerv-grid-xs", "enerv-grid-s", "enerv-grid-m", "enerv-grid-l", "enerv-grid-xl"],
     "enerv_points": "30,40,50,60,70",
     "budget_seconds": 0.0,
-    "anchor_presets": ["medium", "veryslow"],
     "pix_fmts": list(PIX_FMTS),
     "low_delay": True,
-    "crfs": [18, 22, 26, 30, 34, 38, 42, 46],
 }
 
 
@@ -61,10 +59,12 @@ class BenchSettings:
     enerv_points: tuple[ENeRVPoint, ...]
     budget_seconds: float
     device: str  # as asked: auto, cpu or cuda
-    crfs: tuple[float, ...]
-    anchor_presets: tuple[str, ...]
-    pix_fmts: tuple[str, ...]
+    explicit_codecs: bool  # --codecs was given: a codec this ffmpeg lacks is an error, not skipped
+    rates: dict[str, tuple[float, ...]]  # anchor -> its CRFs (QPs for vvenc)
+    anchor_presets: dict[str, tuple[str, ...]]  # anchor -> its presets
+    pix_fmts: tuple[str, ...]  # chroma formats asked (each anchor runs those it offers)
     low_delay: bool
+    vmaf: bool
     jobs: int  # anchor encodes at once; 0 = decided by the plan
     frame_range: tuple[int, int | None] | None
     size: tuple[int, int] | None
@@ -75,12 +75,14 @@ class BenchSettings:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = OneLineErrorParser(prog="enerv-bench", description="Rate-distortion benchmark: E-NeRV against x264 and x265.")
+    p = OneLineErrorParser(prog="enerv-bench",
+                           description="Rate-distortion benchmark: E-NeRV against " + ", ".join(ANCHOR_CODECS) + ".")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="video files (or PNG patterns / folders)")
     p.add_argument("-o", "--output", required=True, help="output folder (its parent must exist)")
-    p.add_argument("--codecs", default=",".join(CODECS), help="comma-separated, of: " + ", ".join(CODECS))
+    p.add_argument("--codecs", help="comma-separated, of: " + ", ".join(CODECS) + " (default: all; an anchor this "
+                                    "ffmpeg lacks is then left out, while one named here is an error)")
     p.add_argument("--quick", action="store_true",
-                   help="a small sweep (about 15 minutes for the bundled clip on 2 idle CPU cores)")
+                   help="a small sweep (about 20 minutes for the bundled clip on 2 idle CPU cores)")
     g = p.add_argument_group("E-NeRV points")
     g.add_argument("--enerv-presets", help="comma-separated presets of cfgs/, one curve each "
                                            "(default: enerv-grid-xs,-m,-xl with --quick, else "
@@ -96,13 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
                         "longer, one factor for a whole curve (0 = none; default 300 with --quick, else none)")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where E-NeRV fits and decodes")
     g = p.add_argument_group("anchors")
-    g.add_argument("--crfs", help="comma-separated CRFs (default: 18,26,34,42 with --quick, else 18,22,...,46)")
-    g.add_argument("--anchor-presets", help="comma-separated x264/x265 presets (default: medium with --quick, "
-                                            "else medium,veryslow)")
-    g.add_argument("--pix-fmts", help="comma-separated, of yuv420p, yuv444p (default: both)")
+    rates = "; ".join(f"{s.name} {s.knob.upper()} {','.join(f'{v:g}' for v in s.rates['quick'])}"
+                      for s in ANCHORS.values())
+    presets = "; ".join(f"{s.name} {','.join(s.default_presets['quick'])} ({','.join(s.default_presets['full'])})"
+                        for s in ANCHORS.values())
+    g.add_argument("--crfs", help="comma-separated rate values: each VALUE (for every anchor) or CODEC:VALUE (for "
+                                  "that one only), CRF for all but vvenc, whose value is a QP (default with --quick: "
+                                  f"{rates}; the full run sweeps more)")
+    g.add_argument("--anchor-presets", help="comma-separated presets, each PRESET (for every anchor that has it) or "
+                                            "CODEC:PRESET; an anchor given none runs its default (with --quick, and "
+                                            f"in brackets the full run's: {presets})")
+    g.add_argument("--pix-fmts", help="comma-separated, of yuv420p, yuv444p (default: both; an anchor runs those "
+                                      "its encoder in this ffmpeg takes: VVenC codes 4:2:0 in 10 bits)")
     g.add_argument("--low-delay", action=argparse.BooleanOptionalAction, default=None,
                    help=f"also a low-delay setting ({LOW_DELAY_PRESET}, tune zerolatency, GOP 12, no B-frames); "
                         "default: on, off with --quick")
+    g.add_argument("--vmaf", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure VMAF (libvmaf, model vmaf_v0.6.1) on every point (default: on where ffmpeg has "
+                        "libvmaf)")
     g.add_argument("--jobs", type=int, default=0,
                    help="anchor encodes at once (0 = auto: 1 unless E-NeRV runs on a GPU and there are 4+ cores)")
     g = p.add_argument_group("input and output")
@@ -138,17 +151,59 @@ def _check_output(out: Path) -> None:
             raise InputError(f"{out / sub} exists and is not a folder")
 
 
-def _crfs(text: str | None, default: list[int]) -> tuple[float, ...]:
-    crfs = []
-    for item in split_list(text, "--crfs") if text else [str(c) for c in default]:
-        try:
-            value = float(item)
-        except ValueError:
-            raise InputError(f"--crfs: {item!r} is not a number") from None
-        if not 0 <= value <= 51:
-            raise InputError(f"--crfs: {item} is outside 0..51")
-        crfs.append(int(value) if value == int(value) else value)
-    return tuple(crfs)
+def _per_anchor(text: str | None, what: str, anchors: tuple[str, ...]) -> tuple[dict[str, list[str]], list[str]]:
+    """The CODEC:VALUE items of an option, by anchor, and its plain items."""
+    specific: dict[str, list[str]] = {}
+    plain: list[str] = []
+    for item in split_list(text, what) if text else []:
+        codec, sep, value = item.partition(":")
+        if not sep:
+            plain.append(item)
+        elif codec not in anchors:
+            raise InputError(f"{what}: {item!r} names {codec!r}, which is not an anchor of this run "
+                             f"({', '.join(anchors) or 'none'})")
+        else:
+            specific.setdefault(codec, []).append(value.strip())
+    return specific, plain
+
+
+def _rates(text: str | None, anchors: tuple[str, ...], mode: str) -> dict[str, tuple[float, ...]]:
+    specific, plain = _per_anchor(text, "--crfs", anchors)
+    rates = {}
+    for name in anchors:
+        spec = ANCHORS[name]
+        items = specific.get(name) or plain or [f"{v:g}" for v in spec.rates[mode]]
+        values = []
+        for item in items:
+            try:
+                value = float(item)
+            except ValueError:
+                raise InputError(f"--crfs: {item!r} is not a number") from None
+            low, high = spec.knob_range
+            if not low <= value <= high:
+                raise InputError(f"--crfs: {item} is outside {name}'s {spec.knob.upper()} range {low}..{high}")
+            values.append(int(value) if value == int(value) else value)
+        rates[name] = tuple(values)
+    return rates
+
+
+def _anchor_presets(text: str | None, anchors: tuple[str, ...], mode: str) -> dict[str, tuple[str, ...]]:
+    specific, plain = _per_anchor(text, "--anchor-presets", anchors)
+    for name, presets in specific.items():
+        bad = [p for p in presets if p not in ANCHORS[name].presets]
+        if bad:
+            raise InputError(f"--anchor-presets: {name} has no preset {', '.join(bad)}; choose from "
+                             f"{', '.join(ANCHORS[name].presets)}")
+    unknown = [p for p in plain if not any(p in ANCHORS[name].presets for name in anchors)]
+    if unknown:
+        raise InputError(f"--anchor-presets: unknown {', '.join(unknown)} for "
+                         f"{', '.join(anchors) or 'no anchor'}; name one as CODEC:PRESET")
+    chosen = {}
+    for name in anchors:
+        spec = ANCHORS[name]
+        known = [p for p in plain if p in spec.presets]
+        chosen[name] = tuple(specific.get(name) or known or spec.default_presets[mode])
+    return chosen
 
 
 def _choices(text: str | None, default: list[str], allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
@@ -163,7 +218,7 @@ def parse_settings(argv: list[str]) -> BenchSettings:
     """The checked settings of a command line (inputs are only checked later, by the plan)."""
     args = build_parser().parse_args(argv)
     defaults = QUICK if args.quick else FULL
-    codecs = tuple(split_list(args.codecs, "--codecs"))
+    codecs = tuple(split_list(args.codecs, "--codecs")) if args.codecs else CODECS
     unknown = [c for c in codecs if c not in CODECS]
     if unknown:
         raise InputError(f"unknown codec(s) {', '.join(unknown)}; choose from {', '.join(CODECS)}")
@@ -187,15 +242,16 @@ def parse_settings(argv: list[str]) -> BenchSettings:
         presets = tuple(with_fit_epochs(load_preset(name), args.epochs) for name in names)
         points = tuple(parse_point(item) for item in
                        split_list(args.enerv_points or defaults["enerv_points"], "--enerv-points"))
-    anchors = any(c != "enerv" for c in codecs)
+    anchors = tuple(c for c in codecs if c != "enerv")
     return BenchSettings(
         argv=tuple(argv), inputs=tuple(Path(p) for p in args.inputs), output=out, codecs=codecs,
         enerv_presets=presets, enerv_points=points, budget_seconds=budget, device=args.device,
-        crfs=_crfs(args.crfs, defaults["crfs"]) if anchors else (),
-        anchor_presets=_choices(args.anchor_presets, defaults["anchor_presets"], X26X_PRESETS, "--anchor-presets")
-        if anchors else (),
+        explicit_codecs=args.codecs is not None,
+        # Anchor options are checked only when an anchor runs (a sweep may be reused with --codecs enerv).
+        rates=_rates(args.crfs, anchors, defaults["mode"]) if anchors else {},
+        anchor_presets=_anchor_presets(args.anchor_presets, anchors, defaults["mode"]) if anchors else {},
         pix_fmts=_choices(args.pix_fmts, defaults["pix_fmts"], PIX_FMTS, "--pix-fmts") if anchors else (),
-        low_delay=defaults["low_delay"] if args.low_delay is None else args.low_delay,
+        low_delay=defaults["low_delay"] if args.low_delay is None else args.low_delay, vmaf=args.vmaf,
         jobs=args.jobs, frame_range=parse_frame_range(args.frames) if args.frames else None,
         size=parse_frame_size(args.size) if args.size else None, bd_method=args.bd_method, force=args.force,
         dry_run=args.dry_run, quiet=args.quiet)

@@ -13,8 +13,6 @@ pass of 8 frames for comparison.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import resource
 import statistics
 import sys
@@ -24,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from benchmarks.machine import machine_info
 from compress.fit import Clip, training_step
 from compress.prune import apply_masks, prune_by_magnitude
 from compress.quantize import LearnedQuantizer, quantize_network
@@ -34,6 +33,7 @@ from pipeline.config import load_config, load_preset
 from pipeline.geometry import resolve_network
 from pipeline.networks import build_network, count_parameters, frame_times
 from pipeline.render import FrameRenderer, resolve_device
+from pipeline.stages import median_seconds
 from pipeline.video_io import probe_video, read_video
 
 DEFAULT_INPUT = Path(__file__).resolve().parent.parent / "data" / "bunny_320x180_48f.mkv"
@@ -45,24 +45,8 @@ def _sync(device: torch.device) -> None:
 
 
 def _median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def machine_description() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name()
-    return info
+    """pipeline.stages.median_seconds, with the device's queue drained around each timed call."""
+    return median_seconds(fn, repeats=repeats, warmup=warmup, sync=(lambda: _sync(device)))
 
 
 def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> dict:
@@ -117,7 +101,7 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
         "peak_memory_bytes": int(peak),
         "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process max RSS",
         "repeats": repeats,
-        "machine": machine_description(),
+        "machine": machine_info(device.type, codecs=False),
     }
 
 
@@ -185,7 +169,7 @@ def measure_decode(preset, width: int, height: int, device: torch.device, frames
         "batched_forward_frames_per_second": batched_fps,
         "render_vs_batched": each_fps / batched_fps,
         "repeats": repeats,
-        "machine": machine_description(),
+        "machine": machine_info(device.type, codecs=False),
     }
 
 

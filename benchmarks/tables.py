@@ -7,7 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmarks.curves import ANCHOR_CODECS, ENVELOPE, curve_label, curve_rows, curves
+from benchmarks.bd import gain_column
+from benchmarks.curves import ENVELOPE, curve_label, curve_rows, curves
+from benchmarks.registry import ANCHOR_CODECS, ANCHORS
 
 
 def fmt(value, spec: str = ".2f", missing: str = "n/a") -> str:
@@ -45,8 +47,8 @@ def bd_matrix(bd: pd.DataFrame, metric: str = "psnr_rgb") -> str:
                 row.append("-")
                 continue
             c = cell.iloc[0]
-            rate, gain = c[f"bd_rate_{metric}"], c[f"bd_psnr_{metric}"]
-            text = f"{fmt(rate, '+.1f')} % / {fmt(gain, '+.2f')} dB"
+            rate, gain = c[f"bd_rate_{metric}"], c[gain_column(metric)]
+            text = f"{fmt(rate, '+.1f')} % / {fmt(gain, '+.2f')}" + (" VMAF" if metric == "vmaf" else " dB")
             shaky = [c["psnr_overlap"], c["rate_overlap"]]
             if not (np.isfinite(rate) and np.isfinite(gain)) or any(not v >= 0.5 for v in shaky):
                 text += " *"
@@ -122,21 +124,65 @@ def shared_fits_table(results: pd.DataFrame) -> str:
 
 
 def anchor_flags(results: pd.DataFrame) -> str:
-    """Each anchor setting's exact ffmpeg command, its CRF replaced by {CRF} and paths shortened."""
+    """Each anchor setting's exact ffmpeg command, its rate value replaced by {CRF} or {QP} and paths shortened."""
     lines = []
     anchors = results[results["codec"].isin(ANCHOR_CODECS)]
     for (codec, setting), group in anchors.groupby(["codec", "setting"], sort=True):
+        spec = ANCHORS[codec]
         first = group.iloc[0]
         words = str(first["command"]).split(" ")
         words[0] = "ffmpeg"
         for i, w in enumerate(words[:-1]):
-            if w == "-crf":
-                words[i + 1] = "{CRF}"
-        words = ["OUT.mp4" if w.endswith(".mp4") else w for w in words]
-        crfs = ", ".join(fmt(v, "g") for v in sorted(set(group["knob_value"].astype(float))))
-        lines.append(f"- **{curve_label(codec, setting)}** (CRF {crfs}, {first['encoder_version']}):\n"
+            if w == f"-{spec.knob}":
+                words[i + 1] = "{" + spec.knob.upper() + "}"
+        words = [f"OUT{spec.extension}" if w.endswith(spec.extension) else w for w in words]
+        values = ", ".join(fmt(v, "g") for v in sorted(set(group["knob_value"].astype(float))))
+        knob = f"{spec.knob.upper()} {values}"
+        lines.append(f"- **{curve_label(codec, setting)}** ({knob}, {first['encoder_version']}):\n"
                      f"  `{' '.join(words)}`")
     return "\n".join(lines) if lines else "(no anchor was run)"
+
+
+def _reference_curves(results: pd.DataFrame) -> list[tuple[str, str]]:
+    """Per anchor codec, the curve the summary compares with: its first --quick preset in 4:2:0 when
+    the results have it, else its first 4:2:0 curve, else its first curve."""
+    chosen = []
+    for codec in ANCHOR_CODECS:
+        settings = sorted(set(results.loc[results["codec"] == codec, "setting"]))
+        if not settings:
+            continue
+        spec = ANCHORS[codec]
+        preferred = f"{spec.setting_token(spec.default_presets['quick'][0])}-{spec.chroma['yuv420p']}"
+        four_two_zero = [s for s in settings if s.split("-")[1:] == [spec.chroma["yuv420p"]]]
+        chosen.append((codec, preferred if preferred in settings else (four_two_zero or settings)[0]))
+    return chosen
+
+
+def summary_table(results: pd.DataFrame, bd: pd.DataFrame, metric: str = "psnr_rgb") -> str:
+    """One row per curve: its average BD-rate against each anchor codec's reference curve, and its
+    encode and decode seconds per point (means over its points on every video)."""
+    avg = bd[bd["video"] == "average"]
+    references = _reference_curves(results)
+    rows = []
+    for codec, setting in curves(results):
+        c = curve_rows(results, codec, setting)
+        row = [curve_label(codec, setting)]
+        for anchor in references:
+            cell = avg[(avg["test_codec"] == codec) & (avg["test_setting"] == setting)
+                       & (avg["anchor_codec"] == anchor[0]) & (avg["anchor_setting"] == anchor[1])]
+            if (codec, setting) == anchor:
+                row.append("(reference)")
+            elif cell.empty:
+                row.append("-")
+            else:
+                rate = cell.iloc[0][f"bd_rate_{metric}"]
+                shaky = not (cell.iloc[0]["psnr_overlap"] >= 0.5 and np.isfinite(rate))
+                row.append(f"{fmt(rate, '+.1f')} %" + (" *" if shaky else ""))
+        row += [f"{c['encode_seconds'].mean():.2f}", f"{c['decode_seconds'].mean():.2f}", str(len(c))]
+        rows.append(row)
+    header = (["curve"] + [f"vs {curve_label(*a)}" for a in references]
+              + ["encode s / point", "decode s / point", "points (all clips)"])
+    return markdown_table(header, rows, ["---"] + ["---:"] * (len(header) - 1))
 
 
 def timing_table(results: pd.DataFrame, wall: dict[str, float] | None, measured: set[str] = frozenset()) -> str:

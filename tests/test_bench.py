@@ -26,8 +26,9 @@ from pipeline.video_io import read_video
 from pipeline.video_writer import write_video
 
 # Two E-NeRV points (test-tiny, a few epochs) and three CRFs for each anchor.
-SWEEP = ["--enerv-presets", "test-tiny", "--epochs", "3", "--enerv-points", "8:0,6:0.3", "--budget-seconds", "600",
-         "--crfs", "20,32,44", "--anchor-presets", "medium", "--pix-fmts", "yuv420p", "--no-low-delay", "-q"]
+SWEEP = ["--codecs", "enerv,x264,x265", "--enerv-presets", "test-tiny", "--epochs", "3", "--enerv-points", "8:0,6:0.3",
+         "--budget-seconds", "600", "--crfs", "20,32,44", "--anchor-presets", "medium", "--pix-fmts", "yuv420p",
+         "--no-low-delay", "-q"]
 
 REQUIRED_COLUMNS = {
     "video", "codec", "setting", "preset", "knob", "knob_value", "bytes", "bpp", "kbps", "psnr_rgb", "psnr_yuv",
@@ -207,7 +208,7 @@ def test_bad_inputs_are_one_error_line_exit_2_and_nothing_written(case, clip, tm
     elif case == "file in the way":
         out.write_text("keep me")
     elif case == "no encoder":
-        monkeypatch.setattr("benchmarks.anchors.has_encoder", lambda name: name != "libx265")
+        monkeypatch.setattr("benchmarks.plan.has_encoder", lambda name: name != "libx265")
     elif case == "bad point":
         argv += ["--enerv-points", "8:1.5"]
     elif case == "bad crf":
