@@ -73,16 +73,18 @@ def _auto_jobs(device: str, runs_enerv: bool) -> int:
     return 1
 
 
-def _pix_fmts(spec: AnchorSpec, asked: tuple[str, ...]) -> tuple[list[str], str]:
-    """The encoder pixel formats of the asked chroma formats that this ffmpeg's encoder takes,
-    and why the others are left out."""
+def _pix_fmts(spec: AnchorSpec, asked: tuple[str, ...]) -> tuple[list[str], list[str], str]:
+    """The encoder pixel formats of the asked chroma formats that this ffmpeg's encoder takes, the
+    chroma formats left out, and why."""
     takes = encoder_pix_fmts(spec.encoder)
-    wanted = [spec.chroma[c] for c in asked if c in spec.chroma]
-    usable = [f for f in wanted if not takes or f in takes]
-    if usable:
-        return usable, ""
-    offered = ", ".join(takes or spec.chroma.values())
-    return [], f"its {spec.encoder} takes {offered}, none of --pix-fmts {','.join(asked)}"
+    usable, left_out = [], []
+    for chroma in asked:
+        pix_fmt = spec.chroma.get(chroma)
+        if pix_fmt is not None and (not takes or pix_fmt in takes):
+            usable.append(pix_fmt)
+        else:
+            left_out.append(chroma)
+    return usable, left_out, f"its {spec.encoder} takes {', '.join(takes or spec.chroma.values())}"
 
 
 def _anchors(settings: BenchSettings) -> tuple[list[FFmpegCodec], list[tuple[str, str]]]:
@@ -96,7 +98,11 @@ def _anchors(settings: BenchSettings) -> tuple[list[FFmpegCodec], list[tuple[str
         why = "" if has_encoder(spec.encoder) else f"this ffmpeg ({ffmpeg_binary()}) has no {spec.encoder} encoder"
         pix_fmts: list[str] = []
         if not why:
-            pix_fmts, why = _pix_fmts(spec, settings.pix_fmts)
+            pix_fmts, left_out, takes = _pix_fmts(spec, settings.pix_fmts)
+            if not pix_fmts:
+                why = f"{takes}, none of --pix-fmts {','.join(settings.pix_fmts)}"
+            elif left_out:
+                skipped.append((f"{name} {','.join(left_out)}", takes))
         if why:
             if settings.explicit_codecs:
                 raise InputError(f"{name}: {why}")

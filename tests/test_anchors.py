@@ -131,10 +131,13 @@ def test_an_anchor_that_cannot_run_as_asked_is_one_error_line(case, clip_file, t
 def test_an_anchor_of_the_default_set_that_this_ffmpeg_lacks_is_left_out_with_a_note(clip_file, tmp_path,
                                                                                       monkeypatch, capsys):
     monkeypatch.setattr("benchmarks.plan.has_encoder", lambda name: name != "libvvenc")
+    monkeypatch.setattr("benchmarks.plan.encoder_pix_fmts", lambda name: ("yuv420p",))
     argv = [str(clip_file), "-o", str(tmp_path / "out"), "--enerv-presets", "test-tiny", "--dry-run", "--quick"]
     assert rd.main(argv) == 0
     captured = capsys.readouterr()
     assert "note: vvenc is left out: this ffmpeg" in captured.err and "VVenC" not in captured.out
+    assert "note: aom yuv444p is left out: its libaom-av1 takes yuv420p" in captured.err
+    assert "libaom cpu-used 6 4:2:0" in captured.out and "libaom cpu-used 6 4:4:4" not in captured.out
     assert "SVT-AV1 preset 6" in captured.out and "E-NeRV test-tiny" in captured.out
 
 
