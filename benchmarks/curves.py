@@ -9,12 +9,20 @@ from benchmarks.registry import ANCHOR_CODECS, anchor, chroma_label
 ENVELOPE = "envelope"  # the setting name of the E-NeRV curve made of all its settings' points
 
 
+def curve_order(key: tuple[str, str]) -> tuple:
+    """Anchors first in registry order, each codec's presets fast to slow, then E-NeRV."""
+    codec, setting = key
+    spec = anchor(codec)
+    if spec is None:
+        return (1, 0, 0, key)
+    preset = spec.preset_of_token(setting.split("-")[0])
+    return (0, ANCHOR_CODECS.index(codec), spec.presets.index(preset) if preset in spec.presets else 0, key)
+
+
 def curves(results: pd.DataFrame) -> list[tuple[str, str]]:
-    """(codec, setting) of every curve, anchors first (in registry order), plus the E-NeRV envelope
-    when it has several settings."""
-    order = {name: i for i, name in enumerate(ANCHOR_CODECS)}
-    keys = sorted({(c, s) for c, s in zip(results["codec"], results["setting"])},
-                  key=lambda k: (k[0] not in order, order.get(k[0], 0), k))
+    """(codec, setting) of every curve in :func:`curve_order`, plus the E-NeRV envelope when it has
+    several settings."""
+    keys = sorted({(c, s) for c, s in zip(results["codec"], results["setting"])}, key=curve_order)
     enerv_settings = [k for k in keys if k[0] == "enerv"]
     if len(enerv_settings) > 1:
         keys.append(("enerv", ENVELOPE))

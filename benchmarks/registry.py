@@ -33,7 +33,7 @@ class AnchorSpec:
     encoder: str  # ffmpeg's encoder: 'libx264'
     extension: str  # the container by its extension
     muxer: str  # ffmpeg's muxer for it
-    container: str  # in the report: 'MP4', 'raw OBU (low overhead) stream'
+    container: str  # in the report: 'an MP4 file', 'a raw AV1 OBU stream ...'
     knob: str  # the rate parameter, as ffmpeg's option: 'crf' or 'qp'
     knob_range: tuple[int, int]
     rates: dict[str, tuple[float, ...]]  # 'quick' / 'full': the sweep's values
@@ -82,7 +82,7 @@ AV1_RATES = {"quick": (18, 32, 46, 60), "full": (18, 24, 30, 36, 42, 48, 54, 60)
 
 ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
     AnchorSpec(
-        name="x264", title="x264", encoder="libx264", extension=".mp4", muxer="mp4", container="MP4",
+        name="x264", title="x264", encoder="libx264", extension=".mp4", muxer="mp4", container="an MP4 file",
         knob="crf", knob_range=(0, 51), rates=X26X_RATES, presets=X26X_PRESETS, default_presets=X26X_PRESET_SWEEP,
         chroma={"yuv420p": "yuv420p", "yuv444p": "yuv444p"},
         version=VersionQuery(r"x264 - core (\d+(?: r\d+(?: [0-9a-f]{7,})?)?)", "core {}", "info", "h264"),
@@ -93,7 +93,7 @@ ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
         notes="x264's SEI message carrying its version and settings (no picture data, about 700 bytes) is "
               "removed with `-bsf:v filter_units=remove_types=6`"),
     AnchorSpec(
-        name="x265", title="x265", encoder="libx265", extension=".mp4", muxer="mp4", container="MP4",
+        name="x265", title="x265", encoder="libx265", extension=".mp4", muxer="mp4", container="an MP4 file",
         knob="crf", knob_range=(0, 51), rates=X26X_RATES, presets=X26X_PRESETS, default_presets=X26X_PRESET_SWEEP,
         chroma={"yuv420p": "yuv420p", "yuv444p": "yuv444p"},
         version=VersionQuery(r"HEVC encoder version (\S+)", loglevel="info", muxer="hevc"),
@@ -104,7 +104,7 @@ ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
         notes="x265 runs with `info=0`, so that it writes no SEI with its version and settings"),
     AnchorSpec(
         name="svtav1", title="SVT-AV1", encoder="libsvtav1", extension=".obu", muxer="obu",
-        container="raw AV1 OBU stream (low-overhead format, no container)",
+        container="a raw AV1 OBU stream (low-overhead format, no container)",
         knob="crf", knob_range=(0, 63), rates=AV1_RATES, presets=tuple(str(p) for p in range(13, -1, -1)),
         default_presets={"quick": ("6",), "full": ("10", "8", "6", "4")},
         chroma={"yuv420p": "yuv420p", "yuv444p": "yuv444p"},  # this build of libsvtav1 may take 4:2:0 only
@@ -113,7 +113,7 @@ ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
         notes="SVT-AV1 writes no metadata OBU; its random-access default GOP and mini-GOP are kept"),
     AnchorSpec(
         name="aom", title="libaom", encoder="libaom-av1", extension=".obu", muxer="obu",
-        container="raw AV1 OBU stream (low-overhead format, no container)",
+        container="a raw AV1 OBU stream (low-overhead format, no container)",
         knob="crf", knob_range=(0, 63), rates=AV1_RATES, presets=("6", "5", "4", "3", "2", "1", "0"),
         default_presets={"quick": ("6",), "full": ("6", "4")},
         chroma={"yuv420p": "yuv420p", "yuv444p": "yuv444p"},
@@ -125,7 +125,7 @@ ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
               "cpu-used 6 is the fastest good-quality speed (higher values give the same files)"),
     AnchorSpec(
         name="vvenc", title="VVenC", encoder="libvvenc", extension=".266", muxer="vvc",
-        container="raw H.266 Annex B stream (no container)",
+        container="a raw H.266 Annex B stream (no container)",
         knob="qp", knob_range=(0, 63), rates={"quick": (22, 29, 36, 43), "full": (22, 26, 30, 34, 38, 42, 46, 50)},
         presets=("faster", "fast", "medium", "slow", "slower"),
         default_presets={"quick": ("medium",), "full": ("faster", "medium", "slower")},

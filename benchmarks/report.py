@@ -199,7 +199,7 @@ def anchors_note(results: pd.DataFrame) -> str:
         spec = ANCHORS[codec]
         lines.append(f"- {spec.title} ({spec.encoder}): `-{spec.preset_option}` presets "
                      f"{', '.join(spec.presets)} (fast to slow), `-{spec.knob}` {spec.knob_range[0]}.."
-                     f"{spec.knob_range[1]}, in a {spec.container} (`{spec.extension}`). {spec.notes}.")
+                     f"{spec.knob_range[1]}; stored as {spec.container} (`{spec.extension}`). {spec.notes}.")
     return "\n".join(lines + ["", "The exact commands:"])
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.bd import gain_column
-from benchmarks.curves import ENVELOPE, curve_label, curve_rows, curves
+from benchmarks.curves import ENVELOPE, curve_label, curve_order, curve_rows, curves
 from benchmarks.registry import ANCHOR_CODECS, ANCHORS
 
 
@@ -33,10 +33,10 @@ def bd_matrix(bd: pd.DataFrame, metric: str = "psnr_rgb") -> str:
     avg = bd[bd["video"] == "average"]
     if avg.empty:
         return "(no anchor was run, so there is no BD-rate)"
-    anchors = sorted(set(zip(avg["anchor_codec"], avg["anchor_setting"])))
+    anchors = sorted(set(zip(avg["anchor_codec"], avg["anchor_setting"])), key=curve_order)
     # E-NeRV first (the question the benchmark asks), then the anchors against each other.
     tests = sorted(set(zip(avg["test_codec"], avg["test_setting"])),
-                   key=lambda k: (k[0] != "enerv", k[1] == ENVELOPE, k))
+                   key=lambda k: (k[0] != "enerv", k[1] == ENVELOPE, curve_order(k)))
     rows = []
     for test in tests:
         row = [curve_label(*test)]
@@ -127,7 +127,8 @@ def anchor_flags(results: pd.DataFrame) -> str:
     """Each anchor setting's exact ffmpeg command, its rate value replaced by {CRF} or {QP} and paths shortened."""
     lines = []
     anchors = results[results["codec"].isin(ANCHOR_CODECS)]
-    for (codec, setting), group in anchors.groupby(["codec", "setting"], sort=True):
+    groups = sorted(anchors.groupby(["codec", "setting"]), key=lambda item: curve_order(item[0]))
+    for (codec, setting), group in groups:
         spec = ANCHORS[codec]
         first = group.iloc[0]
         words = str(first["command"]).split(" ")
