@@ -75,7 +75,7 @@ class StagePlan:
 
 
 def plan_segment(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, time_budget: float | None,
-                 resumed: EpochPlan | None = None) -> StagePlan:
+                 resumed: EpochPlan | None = None, reserved_frames: int = 0) -> StagePlan:
     """The epochs of a segment (the preset's; laid over ``time_budget`` seconds when given; those a
     resumed run planned) and their estimated time, from steps timed on this device."""
     steps = measure_step_seconds(model, clip, preset)
@@ -84,7 +84,8 @@ def plan_segment(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, tim
     if resumed is not None:
         epochs = resumed
     elif time_budget is not None:
-        epochs = plan_for_budget(epochs, steps, clip.num_frames, preset.fit.batch_size, time_budget, parameters)
+        budget = time_budget - steps.frame * reserved_frames
+        epochs = plan_for_budget(epochs, steps, clip.num_frames, preset.fit.batch_size, budget, parameters)
     estimate = estimate_seconds(epochs, steps, clip.num_frames, preset.fit.batch_size, parameters)
     return StagePlan(epochs, steps, estimate, parameters)
 
@@ -198,6 +199,7 @@ def encode_segment(
     time_budget: float | None = None,
     size_of=None,
     target_bytes: int | None = None,
+    measured_after: int = 0,
 ) -> SegmentEncoding:
     """Fits, prunes and quantizes one network to ``frames`` (the segment ``span`` of a video).
 
@@ -205,7 +207,8 @@ def encode_segment(
     every segment. ``checkpoint``: this segment's fitting checkpoint (``resume`` continues from
     it). ``time_budget``: seconds for this segment, held by a :class:`~compress.plan.BudgetPacer`.
     ``target_bytes`` (with ``size_of``, coded tensors -> file bytes): calibrate the steps to that
-    size before the rounding phase.
+    size before the rounding phase. ``measured_after``: frames of other segments that this
+    process will measure after training, within the budget.
     """
     started = time.perf_counter()
     T, H, W = frames.shape[:3]
@@ -216,15 +219,16 @@ def encode_segment(
 
     with timer.stage("plan"):
         resumed = planned_in(checkpoint) if resume and time_budget is not None else None
-        plan = plan_segment(model, clip, preset, time_budget=time_budget, resumed=resumed)
+        plan = plan_segment(model, clip, preset, time_budget=time_budget, resumed=resumed,
+                            reserved_frames=measured_after)
     if progress:
         for line in plan_lines(preset, plan.epochs, plan.parameters, T, W, H, device, plan.steps, plan.estimate,
                                time_budget):
             print(line, file=sys.stderr)
     pacer = None
     if time_budget is not None:
-        pacer = BudgetPacer(started + time_budget, plan.epochs, plan.steps, T, preset.fit.batch_size,
-                            plan.parameters)
+        pacer = BudgetPacer(started + time_budget - plan.steps.frame * measured_after, plan.epochs, plan.steps, T,
+                            preset.fit.batch_size, plan.parameters)
     stages = _Stages(plan.epochs, math.ceil(T / preset.fit.batch_size), pacer)
 
     fingerprint = fit_fingerprint(preset, plan.epochs, source_id, frames)

@@ -240,30 +240,41 @@ class SegmentProgress:
 
 def encode_owned(clip: ClipPlan, preset: CodecPreset, network: NetworkConfig, store: SegmentStore | None, *,
                  device: torch.device, resume: bool = False, progress: bool = True, fit_cache: FitCache | None = None,
-                 time_budget: float | None = None, ranks: Ranks = SINGLE, size_of=None,
+                 deadline: float | None = None, ranks: Ranks = SINGLE, size_of=None,
                  target_bytes: int | None = None) -> list[tuple[int, SegmentEncoding]]:
     """Encodes the segments of ``clip`` that this process owns, each read when its turn comes and
     kept in ``store`` (open; None: nothing is kept) when done; with ``resume``, those the store
-    holds are taken from it. Returns (index, encoding) pairs. ``time_budget`` is shared out among
-    the segments by their frames; ``size_of``/``target_bytes`` calibrate a one-segment file's
-    steps (see :func:`compress.encode.encode_segment`)."""
+    holds are taken from it. Returns (index, encoding) pairs. ``deadline`` (a
+    ``time.perf_counter()`` value: the whole encode's end) is shared out among this process's
+    segments by their frames, each taking its share of the time left when it starts; ``size_of``/``target_bytes``
+    calibrate a one-segment file's steps (see :func:`compress.encode.encode_segment`)."""
     owned = [i for i in range(len(clip.spans)) if ranks.owns(i)]
     shown = SegmentProgress(clip, owned, ranks, progress and len(clip.spans) > 1)
+    # The budget is the whole encode's wall time: this process shares it out among its own
+    # segments by their frames, and rank 0 also keeps time to measure the other ranks' frames.
+    owned_frames = sum(clip.spans[i].count for i in owned)
+    others = clip.num_frames - owned_frames if ranks.leader else 0
+    frames_left = owned_frames
     encoded = []
     for index in owned:
         span = clip.spans[index]
         if resume and store is not None and (done := store.finished(index)) is not None:
             encoded.append((index, done))
             shown.finished(index, None)
+            frames_left -= span.count
             continue
         started = time.perf_counter()
-        budget = None if time_budget is None else time_budget * span.count / clip.num_frames
+        budget = None
+        if deadline is not None:
+            budget = max(deadline - time.perf_counter(), 0.0) * span.count / frames_left
+        frames_left -= span.count
         try:
             encoding = encode_segment(clip.read(span), preset, network, span, index=index, device=device,
                                       progress=progress and ranks.leader, fit_cache=fit_cache,
                                       checkpoint=store.fit_checkpoint(index) if store is not None else None,
                                       resume=resume, source_id=clip.source_id, time_budget=budget, size_of=size_of,
-                                      target_bytes=target_bytes)
+                                      target_bytes=target_bytes,
+                                      measured_after=others * span.count // max(owned_frames, 1))
         except (FitInterrupted, KeyboardInterrupt):  # wherever it lands, the finished segments are kept
             raise FitInterrupted(store.folder if store is not None else None) from None
         if store is not None:

@@ -72,12 +72,13 @@ def encode_clip(clip: cut.ClipPlan, preset: CodecPreset, *, store: SegmentStore 
                 device: torch.device, progress: bool = True, fit_cache: FitCache | None = None,
                 resume: bool = False, time_budget: float | None = None, ranks: Ranks = SINGLE,
                 target: RateTarget | None = None, scale_width: bool = True,
-                rate_plan=None) -> tuple[bytes, CompressResult] | None:
+                rate_plan=None, started: float | None = None) -> tuple[bytes, CompressResult] | None:
     """The file of a clip and its measured result (rank 0); None on the other ranks.
 
     ``preset`` is the one to run (rate control already applied when ``rate_plan`` is given).
+    ``time_budget`` counts from ``started`` (a ``time.perf_counter()`` value; default: now).
     """
-    started = time.perf_counter()
+    started = time.perf_counter() if started is None else started
     if rate_plan is None:
         preset, rate_plan = _chosen_for_target(clip, preset, target, scale_width, progress, ranks.leader)
     target_bytes = rate_plan.target.bytes if rate_plan is not None else None
@@ -90,7 +91,8 @@ def encode_clip(clip: cut.ClipPlan, preset: CodecPreset, *, store: SegmentStore 
             return len(write_bitstream(header, coded)[0])
 
     encoded = cut.encode_owned(clip, preset, network, store, device=device, resume=resume, progress=progress,
-                               fit_cache=fit_cache, time_budget=time_budget, ranks=ranks, size_of=size_of,
+                               fit_cache=fit_cache, ranks=ranks, size_of=size_of,
+                               deadline=None if time_budget is None else started + time_budget,
                                target_bytes=target_bytes if size_of is not None else None)
     gathered = ranks.gather(encoded)
     if gathered is None:
@@ -154,6 +156,7 @@ def compress_frames(
     ``scale_width``) and the quality knob are chosen for it, and every quantization step is
     then scaled by one factor so that the file lands on it.
     """
+    started = time.perf_counter()
     frames = _checked_frames(frames, fps)
     _check_budget(time_budget)
     clip = cut.frames_clip(frames, fps, segment_frames, source_id)
@@ -167,7 +170,8 @@ def compress_frames(
         raise ValueError("resume needs the checkpoint's path")
     encoded = encode_clip(clip, preset, store=store, device=dev, progress=progress,
                           fit_cache=FitCache(fit_cache) if fit_cache is not None else None, resume=resume,
-                          time_budget=time_budget, target=target, scale_width=scale_width, rate_plan=rate_plan)
+                          time_budget=time_budget, target=target, scale_width=scale_width, rate_plan=rate_plan,
+                          started=started)
     return encoded
 
 
@@ -202,6 +206,7 @@ def compress_video(
     ``dry_run``: print the plan and return None, writing nothing. ``scene_cuts``: segment
     boundaries at shot changes (:func:`compress.segments.plan_segments`).
     """
+    started = time.perf_counter()  # a time budget counts the whole command, reading included
     source, output = Path(source), Path(output)
     check_output_path(output, [source])
     _check_budget(time_budget)
@@ -227,7 +232,7 @@ def compress_video(
     try:
         encoded = encode_clip(clip, preset, store=store, device=dev, progress=progress,
                               fit_cache=FitCache(fit_cache) if fit_cache is not None else None, resume=resume,
-                              time_budget=time_budget, ranks=ranks, rate_plan=rate_plan)
+                              time_budget=time_budget, ranks=ranks, rate_plan=rate_plan, started=started)
         if encoded is not None:
             data, result = encoded
             with timer.stage("write"):
@@ -245,7 +250,7 @@ def compress_video(
         return None
     stages = {"read": round(timer.seconds["read"], 3), **result.stage_seconds,
               "write": round(timer.seconds["write"], 3)}
-    return replace(result, output=str(output), seconds=result.seconds + timer.total, stage_seconds=stages)
+    return replace(result, output=str(output), seconds=time.perf_counter() - started, stage_seconds=stages)
 
 
 def plan_clip(clip: cut.ClipPlan, preset: CodecPreset, *, device: torch.device,
