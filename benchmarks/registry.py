@@ -106,7 +106,7 @@ ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
         name="svtav1", title="SVT-AV1", encoder="libsvtav1", extension=".obu", muxer="obu",
         container="a raw AV1 OBU stream (low-overhead format, no container)",
         knob="crf", knob_range=(0, 63), rates=AV1_RATES, presets=tuple(str(p) for p in range(13, -1, -1)),
-        default_presets={"quick": ("6",), "full": ("10", "8", "6", "4")},
+        default_presets={"quick": ("6",), "full": ("10", "8", "6", "4", "2")},
         chroma={"yuv420p": "yuv420p", "yuv444p": "yuv444p"},  # this build of libsvtav1 may take 4:2:0 only
         version=VersionQuery(r"SVT-AV1 Encoder Lib (v\S+)"), colours=("#fdae6b", "#e6550d", "#a63603"),
         preset_token="p", preset_words="preset ", marker="v",
@@ -128,7 +128,7 @@ ANCHORS: dict[str, AnchorSpec] = {spec.name: spec for spec in (
         container="a raw H.266 Annex B stream (no container)",
         knob="qp", knob_range=(0, 63), rates={"quick": (22, 29, 36, 43), "full": (22, 26, 30, 34, 38, 42, 46, 50)},
         presets=("faster", "fast", "medium", "slow", "slower"),
-        default_presets={"quick": ("medium",), "full": ("faster", "medium", "slower")},
+        default_presets={"quick": ("medium",), "full": ("faster", "medium", "slow")},  # slower: 100 s a point here
         chroma={"yuv420p": "yuv420p10le"},  # VVenC codes 10 bits only
         version=VersionQuery(r"libvvenc version: (\S+)"), colours=("#fa9fb5", "#dd3497", "#7a0177"), marker="X",
         # Access unit delimiters (NAL type 20) are optional in a single-layer stream and carry no picture.
