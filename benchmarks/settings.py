@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pix-fmts", help="comma-separated, of yuv420p, yuv444p (default: both; an anchor runs those "
                                       "its encoder in this ffmpeg takes: VVenC codes 4:2:0 in 10 bits)")
     g.add_argument("--low-delay", action=argparse.BooleanOptionalAction, default=None,
-                   help=f"also a low-delay setting ({LOW_DELAY_PRESET}, tune zerolatency, GOP 12, no B-frames); "
+                   help=f"also a low-delay setting of x264 and x265 ({LOW_DELAY_PRESET}, tune zerolatency, GOP 12, no "
+                        "B-frames); "
                         "default: on, off with --quick")
     g.add_argument("--vmaf", action=argparse.BooleanOptionalAction, default=True,
                    help="measure VMAF (libvmaf, model vmaf_v0.6.1) on every point (default: on where ffmpeg has "
