@@ -1,14 +1,13 @@
 """The file of encoded segments: rate control over all of them, the container, the encoder's
 check of its own bytes, and the measurement of the frames decoded from them.
 
-The measurement streams: each segment's network renders one frame at a time, compared with the
-source frame and dropped, so that memory is bounded by one segment's source frames (read again
-through ``frames_of``), not by the clip.
+The measurement streams: each segment's network renders a few frames at a time, which are
+compared with the source frames and dropped, so that memory is bounded by one segment's source
+frames (read again through ``frames_of``), not by the clip.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import numpy as np
@@ -22,7 +21,7 @@ from pipeline.config import NetworkConfig
 from pipeline.metrics import bits_per_pixel, ms_ssim_mean, psnr_per_frame
 from pipeline.networks import network_with_weights
 from pipeline.quantization import dequantize
-from pipeline.render import iter_rendered
+from pipeline.render import render_frames
 from pipeline.stages import StageTimer
 
 
@@ -47,21 +46,31 @@ def _check_own_bytes(data: bytes, chosen: list[list[CodedTensor]]):
     return parsed
 
 
+MEASURE_CHUNK = 8  # frames rendered, then measured, at a time
+
+
 def measure(parsed, network: NetworkConfig, width: int, height: int, num_frames: int, frames_of,
             device: torch.device) -> tuple[float, float | None]:
-    """Mean per-frame PSNR and MS-SSIM (None for frames too small) of the decoded file, one frame
-    in memory at a time besides one segment's source frames."""
+    """Mean per-frame PSNR and MS-SSIM (None for frames too small) of the decoded file, with
+    :data:`MEASURE_CHUNK` rendered frames in memory at a time besides one segment's source frames.
+
+    Each chunk is rendered (one thread a frame, as the decoder does), then measured with all
+    the threads; the renderer's frames do not depend on the chunking.
+    """
     per_frame, ssim_sum, ssim_frames = [], 0.0, 0
     for decoded in parsed.segments:
         span = decoded.span
         model = network_with_weights(network, [dequantize(t.symbols, t.params) for t in decoded.tensors], device)
         source = frames_of(span)
-        with contextlib.closing(iter_rendered(model, range(span.count), span.count, height, width)) as rendered:
-            for i, frame in enumerate(rendered):
-                per_frame.append(psnr_per_frame(frame[None], source[i : i + 1]))
-                ssim = ms_ssim_mean(frame[None], source[i : i + 1])
-                if ssim is not None:
-                    ssim_sum, ssim_frames = ssim_sum + ssim, ssim_frames + 1
+        for first in range(0, span.count, MEASURE_CHUNK):
+            chunk = range(first, min(first + MEASURE_CHUNK, span.count))
+            rendered = render_frames(model, chunk, span.count, height, width)
+            reference = source[chunk.start : chunk.stop]
+            per_frame.append(psnr_per_frame(rendered, reference))
+            ssim = ms_ssim_mean(rendered, reference)
+            if ssim is not None:
+                ssim_sum, ssim_frames = ssim_sum + ssim * len(chunk), ssim_frames + len(chunk)
+            del rendered
         del source, model
     quality = float(np.mean(np.concatenate(per_frame)))
     return quality, (ssim_sum / ssim_frames if ssim_frames == num_frames else None)

@@ -86,7 +86,8 @@ def plan_segment(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, tim
     elif time_budget is not None:
         budget = time_budget - steps.frame * reserved_frames
         epochs = plan_for_budget(epochs, steps, clip.num_frames, preset.fit.batch_size, budget, parameters)
-    estimate = estimate_seconds(epochs, steps, clip.num_frames, preset.fit.batch_size, parameters)
+    estimate = estimate_seconds(epochs, steps, clip.num_frames, preset.fit.batch_size, parameters,
+                                fit_measured=time_budget is None)
     return StagePlan(epochs, steps, estimate, parameters)
 
 
@@ -238,8 +239,11 @@ def encode_segment(
         fit_history, fit_seconds, fit_reused = _fit_stage(
             model, clip, preset, stages, state=state, cache=fit_cache, fingerprint=fingerprint, tag=tag,
             checkpoint=checkpoint, progress=progress)
-    with timer.stage("evaluate-fit"):
-        fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
+    if time_budget is None:
+        with timer.stage("evaluate-fit"):
+            fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
+    else:  # under a budget, the training estimate (float outputs, last epoch) instead of a render
+        fit_psnr = float(fit_history[-1]["psnr"]) if fit_history else float("nan")
 
     codec = preset.codec
     with timer.stage("prune"), _resumable_from(checkpoint):

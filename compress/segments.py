@@ -250,10 +250,11 @@ def encode_owned(clip: ClipPlan, preset: CodecPreset, network: NetworkConfig, st
     calibrate a one-segment file's steps (see :func:`compress.encode.encode_segment`)."""
     owned = [i for i in range(len(clip.spans)) if ranks.owns(i)]
     shown = SegmentProgress(clip, owned, ranks, progress and len(clip.spans) > 1)
-    # The budget is the whole encode's wall time: this process shares it out among its own
-    # segments by their frames, and rank 0 also keeps time to measure the other ranks' frames.
+    # The budget is the whole encode's wall time. The file is measured at the end, so each
+    # segment keeps time for the measurement still owed (the finished segments' frames, and on
+    # rank 0 the other ranks'), and shares the rest with the segments left by their frames.
     owned_frames = sum(clip.spans[i].count for i in owned)
-    others = clip.num_frames - owned_frames if ranks.leader else 0
+    owed = clip.num_frames - owned_frames if ranks.leader else 0
     frames_left = owned_frames
     encoded = []
     for index in owned:
@@ -261,22 +262,22 @@ def encode_owned(clip: ClipPlan, preset: CodecPreset, network: NetworkConfig, st
         if resume and store is not None and (done := store.finished(index)) is not None:
             encoded.append((index, done))
             shown.finished(index, None)
-            frames_left -= span.count
+            frames_left, owed = frames_left - span.count, owed + span.count
             continue
         started = time.perf_counter()
         budget = None
         if deadline is not None:
-            budget = max(deadline - time.perf_counter(), 0.0) * span.count / frames_left
-        frames_left -= span.count
+            budget = max(deadline - time.perf_counter(), 0.0) * (span.count + owed) / (frames_left + owed)
         try:
             encoding = encode_segment(clip.read(span), preset, network, span, index=index, device=device,
                                       progress=progress and ranks.leader, fit_cache=fit_cache,
                                       checkpoint=store.fit_checkpoint(index) if store is not None else None,
                                       resume=resume, source_id=clip.source_id, time_budget=budget, size_of=size_of,
                                       target_bytes=target_bytes,
-                                      measured_after=others * span.count // max(owned_frames, 1))
+                                      measured_after=owed)
         except (FitInterrupted, KeyboardInterrupt):  # wherever it lands, the finished segments are kept
             raise FitInterrupted(store.folder if store is not None else None) from None
+        frames_left, owed = frames_left - span.count, owed + span.count
         if store is not None:
             store.keep(index, encoding)
         encoded.append((index, encoding))

@@ -44,8 +44,10 @@ def ms_ssim_mean(decoded: np.ndarray, reference: np.ndarray, batch: int = 16) ->
         return None
     total = 0.0
     for start in range(0, decoded.shape[0], batch):
-        a = torch.tensor(decoded[start : start + batch]).permute(0, 3, 1, 2).double()
-        b = torch.tensor(reference[start : start + batch]).permute(0, 3, 1, 2).double()
+        # float32: 23x faster than float64 at 1280x720 on a 2-core CPU (0.15 against 3.4 s a frame),
+        # the mean over frames the same to within 1e-6.
+        a = torch.tensor(decoded[start : start + batch]).permute(0, 3, 1, 2).float()
+        b = torch.tensor(reference[start : start + batch]).permute(0, 3, 1, 2).float()
         total += float(ms_ssim(a, b, data_range=255, size_average=False).sum())
     return total / decoded.shape[0]
 

@@ -14,11 +14,13 @@ from conftest import smooth_clip
 
 from benchmarks import bd, rd
 from benchmarks.anchors import X264
-from benchmarks.budget import apply_budget, epochs_of
+from benchmarks.budget import budget_factor, within_budget
 from benchmarks.enerv import ENeRV, parse_point
+from compress.plan import StepSeconds, estimate_seconds
 from decompress.decode import decode_frames, read_file_bytes
 from pipeline.cli_common import run_command
 from pipeline.config import load_preset
+from pipeline.epochs import EpochPlan
 from pipeline.errors import InputError
 from pipeline.metrics import psnr
 from pipeline.presets import with_fit_epochs
@@ -57,7 +59,7 @@ def _forbid_encoding(monkeypatch):
         raise AssertionError("encoded a point")
 
     monkeypatch.setattr("benchmarks.anchors.FFmpegCodec.encode", refuse)
-    monkeypatch.setattr("compress.encode.compress_frames", refuse)
+    monkeypatch.setattr("benchmarks.enerv.compress_frames", refuse)
 
 
 def test_every_output_is_written_with_the_promised_columns(bench):
@@ -158,16 +160,16 @@ def test_a_lost_point_is_the_only_one_recomputed(bench, clip, monkeypatch, capsy
     results = pd.read_csv(bench / "results.csv")
     lost = results[results["codec"] == "enerv"].iloc[0]
     (bench / "cache" / f"{lost['key']}.json").unlink()
-    import compress.encode
+    import benchmarks.enerv
 
     calls = []
-    real = compress.encode.compress_frames
+    real = benchmarks.enerv.compress_frames
 
     def counting(*args, **kwargs):
         calls.append(args)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("compress.encode.compress_frames", counting)
+    monkeypatch.setattr("benchmarks.enerv.compress_frames", counting)
     monkeypatch.setattr("benchmarks.anchors.FFmpegCodec.encode", lambda *a, **k: pytest.fail("re-encoded an anchor"))
     capsys.readouterr()
     assert rd.main([str(clip), "-o", str(bench), *SWEEP]) == 0
@@ -234,17 +236,23 @@ def _point_preset(name: str, point: str, epochs: int | None):
 
 def test_the_budget_scales_every_epoch_count_down_by_one_factor():
     preset = _point_preset("enerv-cpu-s", "6:0.2", epochs=None)
-    fit, pe, rd, qe = epochs_of(preset)
-    same, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=1000)
-    assert same is preset and estimate == fit + pe + rd + qe
-    scaled, estimate = apply_budget(preset, seconds_per_epoch=1.0, budget=(fit + pe + rd + qe) / 2)
-    assert epochs_of(scaled) == (fit // 2, pe // 2, rd // 2, qe // 2)
-    assert estimate <= (fit + pe + rd + qe) / 2
-    assert scaled.network == preset.network and scaled.codec.bits == 6
+    plan = EpochPlan.of(preset)
+    fit, pe, rd, qe = plan.as_list()
+    steps = StepSeconds(fit=1.0, finetune=1.0)  # one step an epoch below: a second an epoch
+    batch = preset.fit.batch_size
+    assert budget_factor([plan], steps, batch, batch, budget=1000) == 1.0
+    assert within_budget(plan, 1.0) is plan
+    budget = (fit + pe + rd + qe) / 2
+    factor = budget_factor([plan], steps, batch, batch, budget=budget)
+    scaled = within_budget(plan, factor)
+    assert scaled.as_list() == [max(1, math.floor(e * factor)) if e else 0 for e in (fit, pe, rd, qe)]
+    assert estimate_seconds(scaled, steps, batch, batch) <= budget
+    applied = scaled.apply(preset)
+    assert applied.network == preset.network and applied.codec.bits == 6
     unpruned = _point_preset("enerv-cpu-s", "8:0", epochs=60)  # no rate term: no rate-distortion fine-tune
-    assert epochs_of(unpruned) == (60, 0, 0, round(load_preset("enerv-cpu-s").codec.qat_epochs / 2))
+    assert EpochPlan.of(unpruned).as_list() == [60, 0, 0, round(load_preset("enerv-cpu-s").codec.qat_epochs / 2)]
     with_rate = _point_preset("enerv-cpu-s", "40", epochs=None)
-    assert epochs_of(with_rate)[2] == load_preset("enerv-cpu-s").codec.rd_epochs > 0
+    assert EpochPlan.of(with_rate).rd == load_preset("enerv-cpu-s").codec.rd_epochs > 0
 
 
 def test_several_videos_get_per_video_and_averaged_bd_rates(tmp_path):
@@ -268,7 +276,7 @@ def test_several_videos_get_per_video_and_averaged_bd_rates(tmp_path):
 
 
 def test_an_interrupted_point_exits_130_and_the_same_command_finishes_it(clip, tmp_path, monkeypatch, capsys):
-    import compress.encode
+    import benchmarks.enerv
     from compress.fit import FitInterrupted
 
     out = tmp_path / "interrupted"
@@ -280,7 +288,7 @@ def test_an_interrupted_point_exits_130_and_the_same_command_finishes_it(clip, t
         raise FitInterrupted(checkpoint)
 
     with monkeypatch.context() as m:
-        m.setattr(compress.encode, "compress_frames", interrupted)
+        m.setattr(benchmarks.enerv, "compress_frames", interrupted)
         assert run_command(rd.main, argv) == 130
     assert "error: interrupted" in capsys.readouterr().err
     left = sorted(p.name for p in (out / "files" / "clip").iterdir())
@@ -329,7 +337,7 @@ def test_every_row_states_its_codec_versions_and_how_it_was_timed(bench):
 
 def test_two_points_differing_only_in_codec_settings_fit_once(clip, tmp_path, monkeypatch):
     import compress.encode
-    from compress.encode import compress_frames
+    from compress.video import compress_frames
 
     fits = []
     real = compress.encode.fit_network
@@ -356,15 +364,15 @@ def test_two_points_differing_only_in_codec_settings_fit_once(clip, tmp_path, mo
 
 
 def test_a_budget_gives_every_point_of_a_curve_the_same_fitting_epochs():
-    from benchmarks.budget import budget_factor, scale_epochs
-
     presets = [_point_preset("enerv-cpu-s", p, epochs=None) for p in ("8:0", "6:0.2", "5:0.4")]
-    assert len({sum(epochs_of(p)) for p in presets}) == 2  # the unpruned point has no prune fine-tune
-    factor = budget_factor(presets, seconds_per_epoch=1.0, budget=100)
-    scaled = [scale_epochs(p, factor) for p in presets]
-    assert len({p.fit for p in scaled}) == 1 and scaled[0].fit.epochs < presets[0].fit.epochs
-    assert max(sum(epochs_of(p)) for p in scaled) <= 100
-    assert budget_factor(presets, seconds_per_epoch=1.0, budget=10_000) == 1.0
+    plans = [EpochPlan.of(p) for p in presets]
+    assert len({p.total for p in plans}) == 2  # the unpruned point has no prune fine-tune
+    steps, batch = StepSeconds(fit=1.0, finetune=1.0), presets[0].fit.batch_size
+    factor = budget_factor(plans, steps, batch, batch, budget=100)
+    scaled = [within_budget(p, factor) for p in plans]
+    assert len({p.fit for p in scaled}) == 1 and scaled[0].fit < plans[0].fit
+    assert max(p.total for p in scaled) <= 100
+    assert budget_factor(plans, steps, batch, batch, budget=10_000) == 1.0
 
 
 def test_points_are_labelled_codec_settings():

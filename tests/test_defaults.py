@@ -109,7 +109,7 @@ print(json.dumps(peaks))
 """
 
 
-def test_the_final_measurement_holds_one_rendered_frame_at_a_time():
+def test_the_final_measurement_holds_a_few_rendered_frames_at_a_time():
     """Measuring 96 frames of 640x360 (66 MB of RGB) needs no more memory than measuring 8."""
     few, many = 8, 96
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", OMP_NUM_THREADS="1")
