@@ -37,6 +37,15 @@ def smooth_clip(frames: int = 8, height: int = 32, width: int = 48, seed: int = 
 
 
 @pytest.fixture
+def one_torch_thread():
+    """Tiny clips: a second intra-op thread only waits on the first (badly so on a busy machine)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture
 def tiny_clip() -> np.ndarray:
     return smooth_clip()
 

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from compress import segments
 from compress.fit import FitInterrupted
@@ -25,13 +24,7 @@ from tests.conftest import mux_audio_and_subtitles, smooth_clip
 TINY = with_fit_epochs(load_preset("test-tiny"), 6)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These clips are tiny: a second thread only waits on the first (badly so on a busy machine)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_spans_tile_the_clip():
