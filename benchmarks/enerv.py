@@ -216,10 +216,16 @@ class ENeRV(Codec):
             write_atomically(plan_file, json.dumps({"key": plan_key, "epochs": EpochPlan.of(preset).as_list(),
                                                     "estimated_seconds": estimate_json}).encode())
 
+        # A preset whose fit carries its rate term shares no fit between points: each point runs
+        # under the encoder's own time budget (its pacer keeps the point within it) instead.
+        paced = self.budget_seconds > 0 and requested.codec.rate_from_start != "none"
+        if paced:
+            preset = requested
+
         def compress(resume: bool):
             return compress_frames(clip.frames, clip.fps, preset, device=self.device, progress=self.progress,
-                                          fit_cache=self.fit_cache, checkpoint=checkpoint, resume=resume,
-                                          source_id=clip.source_id)
+                                   fit_cache=self.fit_cache, checkpoint=checkpoint, resume=resume,
+                                   source_id=clip.source_id, time_budget=self.budget_seconds if paced else None)
 
         try:
             try:
@@ -238,6 +244,9 @@ class ENeRV(Codec):
         plan_file.unlink(missing_ok=True)
 
         fit, pe, rd, qe = EpochPlan.of(preset).as_list()
+        if paced and len(result.epochs) == 4:  # what the pacer ran
+            fit, pe, rd, qe = result.epochs
+            estimate = result.estimated_seconds
         details = ENeRVDetails(
             preset=preset.name, quality=preset.codec.quality, bits=preset.codec.bits,
             prune_ratio=preset.codec.prune_ratio, epochs=fit,
@@ -246,14 +255,19 @@ class ENeRV(Codec):
             budget_seconds=self.budget_seconds or None, estimated_seconds=estimate, parameters=result.parameters,
             fit_seconds=result.fit_seconds, fit_reused=result.fit_reused, fit_key=result.fit_key, resumed=resume,
             device=result.device)
-        return Encoded(command=self.command(clip, preset, target), details=details, shared_seconds=result.fit_seconds,
+        command = self.command(clip, preset, target, self.budget_seconds if paced else None)
+        return Encoded(command=command, details=details, shared_seconds=result.fit_seconds,
                        shared_reused=result.fit_reused, history=tuple(result.fit_history))
 
-    def command(self, clip: SourceClip, preset: CodecPreset, target: Path) -> str:
-        """The enerv-compress command line that runs exactly this configuration."""
+    def command(self, clip: SourceClip, preset: CodecPreset, target: Path, time_budget: float | None = None) -> str:
+        """The enerv-compress command line that runs exactly this configuration (with
+        ``time_budget``: the preset's epochs laid over that budget by the encoder)."""
         fit, pe, rd, qe = EpochPlan.of(preset).as_list()
-        words = ["enerv-compress", str(clip.path), "-o", str(target), "--preset", preset.name,
-                 "--epochs", str(fit), "--prune-epochs", str(pe), "--rd-epochs", str(rd), "--qat-epochs", str(qe)]
+        words = ["enerv-compress", str(clip.path), "-o", str(target), "--preset", preset.name]
+        if time_budget is not None:
+            words += ["--time-budget", f"{time_budget:g}"]
+        else:
+            words += ["--epochs", str(fit), "--prune-epochs", str(pe), "--rd-epochs", str(rd), "--qat-epochs", str(qe)]
         for knob in KNOBS:
             value = getattr(preset.codec, knob.field)
             if value is not None:

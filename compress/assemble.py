@@ -126,7 +126,7 @@ def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int
         stage_seconds={k: round(v, 3) for k, v in stages.items()},
         fit_psnr=first.fit_psnr if one else float(np.mean([s.fit_psnr for s in segments])),
         size_split={"header": split.header, "side_info": split.side_info, "masks": split.masks,
-                    "payload": split.payload},
+                    "payload": split.payload, "latents": split.latents},
         device=device.type,
         fit_history=first.fit_history if one else [],
         fit_seconds=sum(s.fit_seconds for s in segments),

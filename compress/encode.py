@@ -21,7 +21,15 @@ from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, tra
 from compress.persist import FitCache, fit_fingerprint, load_fit_checkpoint, planned_in
 from compress.plan import BudgetPacer, StepSeconds, estimate_seconds, measure_step_seconds, plan_for_budget, plan_lines
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
-from compress.quantize import NOISE, ROUND, STEP_LR, LearnedQuantizer, QuantizedNetwork, quantized_weights
+from compress.quantize import (
+    NOISE,
+    ROUND,
+    STEP_LR,
+    LearnedQuantizer,
+    QuantizedNetwork,
+    quantized_weights,
+    quantizer_for,
+)
 from compress.ratecontrol import step_multiplier
 from pipeline.bitstream import CodedTensor, SegmentSpan
 from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality
@@ -131,11 +139,25 @@ class _Stages:
 
 def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: _Stages, *, state: dict | None,
                cache: FitCache | None, fingerprint: str, tag: dict, checkpoint: Path | None,
-               progress: bool) -> tuple[list[dict], float, bool]:
-    """Fits ``model`` (or takes the fit from a checkpoint or the fit cache): (history, seconds, reused)."""
+               progress: bool, quantizer: LearnedQuantizer | None = None) -> tuple[list[dict], float, bool]:
+    """Fits ``model`` (or takes the fit from a checkpoint or the fit cache): (history, seconds, reused).
+
+    With ``quantizer`` the fit trains on the quantizer's noisy weights with the rate term (the
+    quantizer trained along), and no fit cache is used: such a fit belongs to its rate.
+    """
     dev = clip.frames.device
+    rate = {}
+    if quantizer is not None:
+        pixels = clip.num_frames * clip.height * clip.width
+        latents_only = preset.codec.rate_from_start == "latents"
+        rate = {"transform": quantized_weights(quantizer, NOISE, lambda_for_quality(preset.codec.quality), pixels,
+                                               latents_only=latents_only),
+                "companion": quantizer, "companion_lr": STEP_LR}
+        cache = None
     if state is not None and state.get("stage") == "fitted":
         model.load_state_dict(state["model"])
+        if quantizer is not None:
+            quantizer.load_state_dict(state["companion"])
         return state["history"], float(state.get("fit_seconds", 0.0)), bool(state.get("fit_reused", False))
     if cache is not None and (cached := cache.load(fingerprint, dev, model)) is not None:
         history, seconds, reused = cached["history"], cached["seconds"], True
@@ -146,36 +168,44 @@ def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: 
         started = time.perf_counter()
         steps = stages.steps("fit")
         result = fit_network(model, clip, preset.fit, epochs=steps / stages.per_epoch, steps=steps, progress=progress,
-                             checkpoint=checkpoint, checkpoint_tag=tag, resume_state=state, pacer=stages.pacer)
+                             checkpoint=checkpoint, checkpoint_tag=tag, resume_state=state, pacer=stages.pacer,
+                             **rate)
         history, seconds, reused = result.history, time.perf_counter() - started, False
         stages.ran["fit"] = result.steps
         if cache is not None and stages.pacer is None:  # a fit paced by a budget is no one else's fit
             cache.store(fingerprint, dev, model, history, seconds)
     if checkpoint is not None:
-        save_checkpoint(checkpoint, {"tag": tag, "stage": "fitted", "model": model.state_dict(), "history": history,
-                                     "fit_seconds": seconds, "fit_reused": reused})
+        fitted = {"tag": tag, "stage": "fitted", "model": model.state_dict(), "history": history,
+                  "fit_seconds": seconds, "fit_reused": reused}
+        if quantizer is not None:
+            fitted["companion"] = quantizer.state_dict()
+        save_checkpoint(checkpoint, fitted)
     return history, seconds, reused
 
 
-def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, masks: dict, stages: _Stages, *,
-                    progress: bool, size_of=None, target_bytes: int | None = None) -> tuple[LearnedQuantizer, float]:
+def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, network: NetworkConfig, masks: dict,
+                    stages: _Stages, *, progress: bool, size_of=None, target_bytes: int | None = None,
+                    quantizer: LearnedQuantizer | None = None) -> tuple[LearnedQuantizer, float]:
     """Fine-tunes ``model`` on the file's grid with the rate term; returns the quantizer and lambda.
 
     With ``target_bytes`` (and ``size_of``: coded tensors -> file bytes), every step is scaled by
     one factor after the rate-distortion phase so that the file lands on the target, and the
     steps stay fixed through the rounding phase, which then adapts the weights to that grid.
+    ``quantizer``: the one the fit trained with (rate from the start), continued.
     """
-    codec, dev = preset.codec, clip.frames.device
+    codec = preset.codec
     pixels = clip.num_frames * clip.height * clip.width
-    quantizer = LearnedQuantizer(dict(model.named_parameters()), masks, bits=codec.bits,
-                                 learn_steps=codec.learn_steps).to(dev)
+    if quantizer is None:
+        quantizer = quantizer_for(model, codec, masks)
+    elif codec.rate_from_start == "latents":  # the weights' steps start from the fitted weights
+        quantizer.restart_weights(dict(model.named_parameters()), bits=codec.bits)
     lam = lambda_for_quality(codec.quality) if codec.quality is not None else 0.0
     for mode, stage in ((NOISE, "rd"), (ROUND, "qat")):
         if mode == ROUND and target_bytes is not None:
             trained = QuantizedNetwork.of(model, quantizer)
             multiplier = step_multiplier(lambda m, q=trained: size_of(q.at(m)), target_bytes)
             with torch.no_grad():
-                quantizer.log_steps += math.log(multiplier)
+                quantizer.log_steps += math.log(multiplier) * quantizer.weight_mask()
             quantizer.log_steps.requires_grad_(False)
         if mode == NOISE and not lam:
             continue
@@ -235,27 +265,29 @@ def encode_segment(
     fingerprint = fit_fingerprint(preset, plan.epochs, source_id, frames)
     tag = {"fingerprint": fingerprint, "plan": plan.epochs.as_list()}
     state = load_fit_checkpoint(checkpoint, fingerprint) if resume else None
+    codec = preset.codec
+    early = quantizer_for(model, codec) if codec.rate_from_start != "none" else None
     with timer.stage("fit"):
         fit_history, fit_seconds, fit_reused = _fit_stage(
             model, clip, preset, stages, state=state, cache=fit_cache, fingerprint=fingerprint, tag=tag,
-            checkpoint=checkpoint, progress=progress)
+            checkpoint=checkpoint, progress=progress, quantizer=early)
     if time_budget is None:
         with timer.stage("evaluate-fit"):
             fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
     else:  # under a budget, the training estimate (float outputs, last epoch) instead of a render
         fit_psnr = float(fit_history[-1]["psnr"]) if fit_history else float("nan")
 
-    codec = preset.codec
     with timer.stage("prune"), _resumable_from(checkpoint):
-        masks = prune_by_magnitude(model, codec.prune_ratio)
+        # No pruning under a quantizer that trained with the fit.
+        masks = {} if early is not None else prune_by_magnitude(model, codec.prune_ratio)
         if masks:
             apply_masks(model, masks)
             stages.run(model, clip, preset, "prune", progress=progress, transform=masked_weights(masks))
             apply_masks(model, masks)
 
     with timer.stage("quantize"), _resumable_from(checkpoint):
-        quantizer, lam = _quantize_stage(model, clip, preset, masks, stages, progress=progress, size_of=size_of,
-                                         target_bytes=target_bytes)
+        quantizer, lam = _quantize_stage(model, clip, preset, network, masks, stages, progress=progress,
+                                         size_of=size_of, target_bytes=target_bytes, quantizer=early)
         quantized = QuantizedNetwork.of(model, quantizer)
         estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
     return SegmentEncoding(span, quantized.coded, plan.parameters, fit_psnr, fit_history, fit_seconds, fit_reused,

@@ -34,9 +34,19 @@ from pipeline.files import write_atomically
 from pipeline.metrics import psnr_from_mse
 from pipeline.networks import frame_times
 
+
+class FrameBatch(NamedTuple):
+    """The frames a training step renders: their normalized times, and the clip's frame count."""
+
+    times: torch.Tensor
+    num_frames: int
+
+
 # Maps the parameters to the weights of the forward pass (a pruning mask, quantization), and
-# gives a penalty to add to the loss (the rate term), or None.
-WeightTransform = Callable[[dict[str, torch.Tensor]], tuple[dict[str, torch.Tensor], torch.Tensor | None]]
+# gives a penalty to add to the loss (the rate term), or None; the batch lets a penalty on
+# per-frame parameters (latents) be estimated from the frames of the step.
+WeightTransform = Callable[[dict[str, torch.Tensor], FrameBatch],
+                           tuple[dict[str, torch.Tensor], torch.Tensor | None]]
 MAX_RECOVERIES = 8
 EXPLODED = 4.0  # an epoch loss this many times the best one is a divergence, like a NaN
 
@@ -144,9 +154,10 @@ def training_step(
     """
     target = clip.batch(indices)
     penalty = None
+    times = frame_times(indices, clip.num_frames)
     with autocast_for(clip.frames.device, fit.precision):
-        weights, penalty = transform(params) if transform else (params, None)
-        pred = functional_call(model, weights, (frame_times(indices, clip.num_frames),))
+        weights, penalty = transform(params, FrameBatch(times, clip.num_frames)) if transform else (params, None)
+        pred = functional_call(model, weights, (times,))
     pred = pred[:, :, : clip.height, : clip.width].float()
     loss = reconstruction_loss(pred, target, fit.l1_weight, fit.ssim_weight, fit.mse_weight)
     if penalty is not None:

@@ -23,7 +23,7 @@ from torch import nn
 
 from compress.fit import Clip, training_step
 from compress.precision import uses_bf16
-from compress.quantize import NOISE, LearnedQuantizer, quantized_weights
+from compress.quantize import NOISE, quantized_weights, quantizer_for
 from pipeline.config import CodecPreset, lambda_for_quality
 from pipeline.epochs import STAGES, EpochPlan
 from pipeline.metrics import ms_ssim_mean
@@ -77,12 +77,14 @@ def measure_step_seconds(model: nn.Module, clip: Clip, preset: CodecPreset, repe
             repeats = 1  # slow steps (large frames on a CPU): one timed step each is enough
         fit = median_seconds(lambda: training_step(probe, params, optimizer, clip, indices, preset.fit),
                              repeats=repeats, warmup=0, sync=sync)
-        quantizer = LearnedQuantizer(params).to(device)
+        quantizer = quantizer_for(probe, preset.codec).to(device)
         transform = quantized_weights(quantizer, NOISE, 0.01, clip.num_frames * clip.height * clip.width)
         optimizer = torch.optim.Adam(list(params.values()) + list(quantizer.parameters()), lr=1e-6)
         finetune = median_seconds(
             lambda: training_step(probe, params, optimizer, clip, indices, preset.fit, transform),
             repeats=repeats, sync=sync)
+        if preset.codec.rate_from_start != "none":  # the fit steps are (nearly) fine-tuning steps
+            fit = finetune
         frame = _frame_seconds(probe.eval(), clip)
     return StepSeconds(fit, finetune, frame)
 

@@ -51,7 +51,7 @@ def apply_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
 def masked_weights(masks: dict[str, torch.Tensor]):
     """A weight transform for :func:`compress.fit.train` that holds the masks fixed."""
 
-    def transform(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], None]:
+    def transform(params: dict[str, torch.Tensor], batch=None) -> tuple[dict[str, torch.Tensor], None]:
         return {n: p * masks[n] if n in masks else p for n, p in params.items()}, None
 
     return transform

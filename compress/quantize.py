@@ -11,14 +11,18 @@ bounded by +-(2^(bits-1) - 1) instead and the steps start from the tensor's peak
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from compress.rate import laplace_bits, laplace_scale_init
+from compress.rate import LatentRate, laplace_bits, laplace_scale_init
 from pipeline.bitstream import CodedTensor
+from pipeline.kinds import network_kind
+from pipeline.latent_coding import LATENT_BOUND, LatentContext
+from pipeline.latent_enerv import latent_index
 from pipeline.quantization import (
     FLOAT16_MAX,
     FLOAT16_MIN,
@@ -33,6 +37,7 @@ from pipeline.quantization import (
 
 NOISE, ROUND = "noise", "round"
 STEP_LR = 1e-2  # learning rate of the log-steps and log-scales (unitless, so one value fits all)
+LATENT_STEP = 1.0 / 16  # the first step of a latent tensor (latents start at zero)
 
 
 def _float16_ste(x: torch.Tensor) -> torch.Tensor:
@@ -48,19 +53,29 @@ class LearnedQuantizer(nn.Module):
     """A step and a Laplace scale (both as logs) per transmitted tensor, trained with the network.
 
     ``names`` are the network's parameter names in file order; ``masks`` hold the pruned
-    tensors' masks (pruned weights are zero, not coded, and cost nothing here).
+    tensors' masks (pruned weights are zero, not coded, and cost nothing here). The tensors named
+    in ``latents`` are latent grids: their symbols are bounded by ``LATENT_BOUND`` and their cost
+    is a context model's (:class:`compress.rate.LatentRate`), trained with the steps.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None,
-                 bits: int | None = None, init_bits: int = 8, learn_steps: bool = True):
+                 bits: int | None = None, init_bits: int = 8, learn_steps: bool = True,
+                 latents: tuple[str, ...] = ()):
         super().__init__()
         self.names = list(params)
         self.masks = masks or {}
         self.max_symbol = qmax(bits) if bits is not None else MAX_SYMBOL
         self.learn_steps = learn_steps
+        self.latent_slot = {name: i for i, name in enumerate(n for n in self.names if n in latents)}
+        self.latent_rates = nn.ModuleList(LatentRate() for _ in self.latent_slot)
+        self.bounds = [LATENT_BOUND if name in self.latent_slot else self.max_symbol for name in self.names]
         steps, scales = [], []
         for name in self.names:
             w = self.masked(name, params[name]).detach().float().cpu()
+            if name in self.latent_slot:
+                steps.append(LATENT_STEP)
+                scales.append(1.0)
+                continue
             steps.append(float(peak_steps(w.numpy(), bits if bits is not None else init_bits)[0]))
             kept = w[self.masks[name].cpu()] if name in self.masks else w
             scales.append(laplace_scale_init(kept) if kept.numel() else 1.0)
@@ -76,33 +91,93 @@ class LearnedQuantizer(nn.Module):
         """The steps as the file stores them: float16 values (straight-through when learned)."""
         return _float16_ste(self.log_steps.exp().clamp(min=2.0**-24, max=65504.0))
 
-    def forward(self, params: dict[str, torch.Tensor], mode: str) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    def forward(self, params: dict[str, torch.Tensor], mode: str, batch=None,
+                latents_only: bool = False) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """The weights the network uses, and the estimated bits of coding them.
 
         ``mode`` NOISE adds uniform noise of one step (a differentiable stand-in for rounding);
         ROUND rounds onto the file's grid, straight-through for the weights and, as in learned
-        step-size quantization, with the rounding residual as the step's gradient.
+        step-size quantization, with the rounding residual as the step's gradient. With
+        ``batch`` (a :class:`compress.fit.FrameBatch`), the latents' bits are estimated from the
+        latent frames of the batch, scaled to the clip. ``latents_only``: the weights pass
+        unquantized and cost nothing (a fit with the rate term on the latents alone).
         """
         steps, scales = self.steps(), self.log_scales.exp()
         weights, bits = {}, steps.new_zeros(())
-        for i, name in enumerate(self.names):
-            p = self.masked(name, params[name])
-            step = steps_as_tensor(steps[i : i + 1], p.dim())
+        plain = [i for i, name in enumerate(self.names) if name not in self.latent_slot]
+        if latents_only:
+            weights.update({self.names[i]: params[self.names[i]] for i in plain})
+            plain = []
+        if plain:  # the weights, all at once: one flat vector, each value with its tensor's step
+            flat = torch.cat([self.masked(self.names[i], params[self.names[i]]).reshape(-1) for i in plain])
+            keep = self._flat_keep(params, plain, flat.device)
+            sizes = [params[self.names[i]].numel() for i in plain]
+            # Expanded views, not a gather: their gradients sum in a fixed order (a gather's
+            # backward accumulates in parallel, in an order that varies from run to run).
+            step = torch.cat([steps[i].expand(n) for i, n in zip(plain, sizes)])
+            scale = torch.cat([scales[i].expand(n) for i, n in zip(plain, sizes)])
             if mode == NOISE:
                 bound = self.max_symbol * step
-                v = torch.maximum(torch.minimum(p, bound), -bound) + (torch.rand_like(p) - 0.5) * step
+                v = torch.maximum(torch.minimum(flat, bound), -bound) + (torch.rand_like(flat) - 0.5) * step
             elif mode == ROUND:
-                v = torch.clamp(_round_ste(p / step), -self.max_symbol, self.max_symbol) * step
+                v = torch.clamp(_round_ste(flat / step), -self.max_symbol, self.max_symbol) * step
             else:
                 raise ValueError(f"unknown quantization mode {mode!r}")
-            if name in self.masks:
-                v = v * self.masks[name]
-                cost = laplace_bits(v[self.masks[name]], step.reshape(()), scales[i])
-            else:
-                cost = laplace_bits(v, step.reshape(()), scales[i])
-            weights[name] = v
+            cost = laplace_bits(v, step, scale)
+            if keep is not None:
+                v, cost = v * keep, cost * keep
             bits = bits + cost.sum()
-        return weights, bits
+            for i, part in zip(plain, v.split(sizes)):
+                weights[self.names[i]] = part.view(params[self.names[i]].shape)
+        for i, name in enumerate(self.names):
+            if name not in self.latent_slot:
+                continue
+            p = params[name]
+            step = steps_as_tensor(steps[i : i + 1], p.dim())
+            if batch is not None:
+                v, cost = self._latent_batch(p, step, i, mode, batch)
+            else:
+                bound = self.bounds[i]
+                if mode == NOISE:
+                    v = p.clamp(-bound * step, bound * step) + (torch.rand_like(p) - 0.5) * step
+                elif mode == ROUND:
+                    v = torch.clamp(_round_ste(p / step), -bound, bound) * step
+                else:
+                    raise ValueError(f"unknown quantization mode {mode!r}")
+                cost = self.latent_rates[self.latent_slot[name]](v / step).sum()
+            weights[name] = v
+            bits = bits + cost
+        return {name: weights[name] for name in self.names}, bits
+
+    def _flat_keep(self, params: dict[str, torch.Tensor], plain: list[int], device: torch.device):
+        """The pruning masks of the weights laid end to end (None without any), built once."""
+        if not self.masks:
+            return None
+        key = (str(device), tuple(params[self.names[i]].numel() for i in plain))
+        if getattr(self, "_keep_key", None) != key:
+            self._keep = torch.cat([self.masks[self.names[i]].reshape(-1).float() if self.names[i] in self.masks
+                                    else torch.ones(params[self.names[i]].numel(), device=device) for i in plain])
+            self._keep_key = key
+        return self._keep
+
+    def _latent_batch(self, p: torch.Tensor, step: torch.Tensor, i: int, mode: str, batch):
+        """A latent tensor with only the batch's latent frames (and those before them, their
+        context) quantized, and the bits of the batch's frames scaled to the clip: the other
+        latent frames are not rendered by this step."""
+        frames = latent_index(batch.times, p.shape[0])
+        rows = torch.unique(torch.cat([frames, (frames - 1).clamp(min=0)]))
+        bound = self.bounds[i]
+        x = p[rows] / step
+        if mode == NOISE:
+            u = x.clamp(-bound, bound) + (torch.rand_like(x) - 0.5)
+        else:
+            u = torch.clamp(_round_ste(x), -bound, bound)
+        # Costs of the batch's frames, their previous frames taken from the quantized rows.
+        position = torch.searchsorted(rows, frames)
+        previous = torch.searchsorted(rows, (frames - 1).clamp(min=0))
+        cost = self.latent_rates[self.latent_slot[self.names[i]]].batch_bits(u[position], u[previous], frames > 0)
+        v = p.index_put((rows,), u * step)
+        return v, cost.sum() * (batch.num_frames / frames.numel())
 
     def quant_params(self) -> list[QuantParams]:
         """The file's quantization parameters (one float16 step per tensor), in file order."""
@@ -110,29 +185,60 @@ class LearnedQuantizer(nn.Module):
         return [QuantParams(np.array([s], np.float16)) for s in steps]
 
     @torch.no_grad()
+    def restart_weights(self, params: dict[str, torch.Tensor], bits: int | None = None, init_bits: int = 8) -> None:
+        """The weights' steps and scales set again from ``params`` as the constructor sets them
+        (the latents' are kept): after a fit that quantized the latents alone."""
+        for i, name in enumerate(self.names):
+            if name in self.latent_slot:
+                continue
+            w = self.masked(name, params[name]).detach().float().cpu()
+            self.log_steps[i] = math.log(float(peak_steps(w.numpy(), bits if bits is not None else init_bits)[0]))
+            self.log_scales[i] = math.log(laplace_scale_init(w) if w.numel() else 1.0)
+
+    def weight_mask(self) -> torch.Tensor:
+        """1 for each weight's step, 0 for each latent grid's (rate control moves only the former)."""
+        return torch.tensor([0.0 if n in self.latent_slot else 1.0 for n in self.names], device=self.log_steps.device)
+
+    def contexts(self) -> list[LatentContext | None]:
+        """Per tensor in file order, the integer context model of a latent tensor (None: a weight)."""
+        return [self.latent_rates[self.latent_slot[n]].context() if n in self.latent_slot else None
+                for n in self.names]
+
+    @torch.no_grad()
     def estimated_bits(self, params: dict[str, torch.Tensor]) -> float:
         """The Laplace estimate of the rounded weights' coded size (bits)."""
         return float(self(params, ROUND)[1])
 
 
-def quantized_weights(quantizer: LearnedQuantizer, mode: str, lam: float, pixels: int):
+def quantizer_for(model: nn.Module, codec, masks: dict[str, torch.Tensor] | None = None) -> LearnedQuantizer:
+    """The quantizer of every tensor ``model`` transmits (``codec``: a CodecConfig), on its
+    device; the latent grids of its kind get context models."""
+    kind = network_kind(model.config.kind)
+    params = dict(model.named_parameters())
+    return LearnedQuantizer(params, masks, bits=codec.bits, learn_steps=codec.learn_steps,
+                            latents=tuple(n for n in params if kind.is_latent(n))).to(next(model.parameters()).device)
+
+
+def quantized_weights(quantizer: LearnedQuantizer, mode: str, lam: float, pixels: int, latents_only: bool = False):
     """A weight transform for :func:`compress.fit.train`: the quantizer's weights, and the rate
     term ``lam * estimated bits / pixels`` (bits per pixel) as the penalty (none when lam is 0)."""
 
-    def transform(params: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        weights, bits = quantizer(params, mode)
+    def transform(params: dict[str, torch.Tensor], batch=None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        weights, bits = quantizer(params, mode, batch, latents_only)
         return weights, (bits * (lam / pixels) if lam else None)
 
     return transform
 
 
-def code_tensor(weight: np.ndarray, step: np.float16, max_symbol: int, mask: np.ndarray | None) -> CodedTensor:
-    """One tensor as symbols on the grid of ``step`` (float16), bounded by ``max_symbol``."""
+def code_tensor(weight: np.ndarray, step: np.float16, max_symbol: int, mask: np.ndarray | None,
+                context: LatentContext | None = None) -> CodedTensor:
+    """One tensor as symbols on the grid of ``step`` (float16), bounded by ``max_symbol``
+    (``context``: a latent tensor's context model, which codes it)."""
     qp = QuantParams(np.array([step], np.float16))
     symbols = np.clip(quantize(weight, qp), -max_symbol, max_symbol).astype(np.int32)
     if mask is not None:
         symbols = symbols * mask
-    return CodedTensor(qp, symbols, mask)
+    return CodedTensor(qp, symbols, mask, context)
 
 
 def scaled_steps(steps: np.ndarray, multiplier: float) -> np.ndarray:
@@ -149,29 +255,33 @@ def quantize_network(model: nn.Module, quantizer: LearnedQuantizer) -> list[Code
 @dataclass
 class QuantizedNetwork:
     """A network's tensors on the file's grid, and what it takes to move every step by one factor
-    afterwards (rate control): the masked float32 weights, the float16 steps, the symbol bound."""
+    afterwards (rate control): the masked float32 weights, the float16 steps, the symbol bounds."""
 
     coded: list[CodedTensor]
     weights: list[np.ndarray]
     steps: np.ndarray
-    max_symbol: int
+    bounds: list[int]
 
     @classmethod
     def of(cls, model: nn.Module, quantizer: LearnedQuantizer) -> QuantizedNetwork:
         params = dict(model.named_parameters())
         weights = [quantizer.masked(name, params[name]).detach().float().cpu().numpy() for name in quantizer.names]
         steps = np.array([qp.scales[0] for qp in quantizer.quant_params()], np.float16)
-        coded = [code_tensor(w, s, quantizer.max_symbol,
-                             quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None)
-                 for name, w, s in zip(quantizer.names, weights, steps)]
-        return cls(coded, weights, steps, quantizer.max_symbol)
+        coded = [code_tensor(w, s, bound, quantizer.masks[name].cpu().numpy() if name in quantizer.masks else None,
+                             context)
+                 for name, w, s, bound, context in zip(quantizer.names, weights, steps, quantizer.bounds,
+                                                       quantizer.contexts())]
+        return cls(coded, weights, steps, quantizer.bounds)
 
     def at(self, multiplier: float) -> list[CodedTensor]:
-        """The tensors quantized with every step times ``multiplier`` (1: as trained)."""
+        """The tensors quantized with every weight's step times ``multiplier`` (1: as trained).
+        Latent grids keep their trained steps: their context models were learned on that scale,
+        and their symbols are bounded."""
         if multiplier == 1.0:
             return self.coded
         steps = scaled_steps(self.steps, multiplier)
-        return [code_tensor(w, s, self.max_symbol, c.mask) for w, s, c in zip(self.weights, steps, self.coded)]
+        return [c if c.context is not None else code_tensor(w, s, bound, c.mask)
+                for w, s, bound, c in zip(self.weights, steps, self.bounds, self.coded)]
 
 
 def load_quantized(model: nn.Module, quantizer: LearnedQuantizer) -> None:
@@ -179,6 +289,6 @@ def load_quantized(model: nn.Module, quantizer: LearnedQuantizer) -> None:
     with torch.no_grad():
         steps = quantizer.steps()
         for i, (name, p) in enumerate(model.named_parameters()):
-            p.copy_(quantize_dequantize(quantizer.masked(name, p), steps[i : i + 1], quantizer.max_symbol))
+            p.copy_(quantize_dequantize(quantizer.masked(name, p), steps[i : i + 1], quantizer.bounds[i]))
 
 

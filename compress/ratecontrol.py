@@ -25,6 +25,8 @@ from pipeline.bitstream import CodedTensor, SegmentSpan, StreamHeader, write_bit
 from pipeline.config import CodecPreset, NetworkConfig, override
 from pipeline.errors import InputError
 from pipeline.geometry import resolve_network
+from pipeline.kinds import network_kind
+from pipeline.latent_coding import FEATURES, LatentContext
 from pipeline.networks import build_network, count_parameters
 from pipeline.presets import scales_width, with_width
 from pipeline.quantization import QuantParams
@@ -232,14 +234,18 @@ def overhead_bytes(network: NetworkConfig, width: int, height: int, num_frames: 
     from compress.result import ENCODER_NAME
 
     model = build_network(network)
-    coded = [CodedTensor(QuantParams(np.ones(1, np.float16)), np.zeros(p.shape, np.int32), None)
-             for p in model.parameters()]
+    kind = network_kind(network.kind)
+    silent = LatentContext((0,) * FEATURES, (0,) * FEATURES, 0)
+    coded = [CodedTensor(QuantParams(np.ones(1, np.float16)), np.zeros(p.shape, np.int32), None,
+                         silent if kind.is_latent(name) else None)
+             for name, p in model.named_parameters()]
+    coded_tensors = sum(1 for name, _ in model.named_parameters() if not kind.is_latent(name))
     header = StreamHeader(network, width, height, num_frames, 24.0, ENCODER_NAME, 0.0)
     per = -(-num_frames // segments)
     spans = [SegmentSpan(first, min(per, num_frames - first)) for first in range(0, num_frames, per)]
     data = (write_bitstream(header, coded)[0] if len(spans) == 1
             else write_bitstream(header, [coded] * len(spans), spans)[0])
-    return len(data) + 55 * len(coded) * len(spans)
+    return len(data) + 55 * coded_tensors * len(spans)
 
 
 def preset_for_target(preset: CodecPreset, target: RateTarget, width: int, height: int, segment_frames: int,

@@ -119,7 +119,7 @@ def bitstream_info(data: bytes) -> dict:
     parsed = read_bitstream(data)
     split = parsed.split
     h = parsed.header
-    info = h.to_json()
+    info = h.to_json(parsed.version)
     info["format_version"] = parsed.version
     info["bytes"] = len(data)
     info["bpp"] = bits_per_pixel(len(data), h.width, h.height, h.num_frames)
@@ -127,9 +127,9 @@ def bitstream_info(data: bytes) -> dict:
     tensors = [t for s in parsed.segments for t in s.tensors]
     info["parameters"] = int(sum(t.symbols.size for t in tensors))
     info["size_split"] = {"header": split.header, "side_info": split.side_info, "masks": split.masks,
-                          "payload": split.payload}
+                          "payload": split.payload, "latents": split.latents}
     if h.estimated_weight_bytes is not None:
-        coded = split.payload + split.masks
+        coded = split.payload + split.masks + split.latents
         info["rate_estimate"] = {"estimated_weight_bytes": h.estimated_weight_bytes, "coded_weight_bytes": coded,
                                  "coded_vs_estimate": round(coded / h.estimated_weight_bytes - 1, 4)
                                  if h.estimated_weight_bytes > 0 else None}

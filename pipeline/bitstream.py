@@ -37,20 +37,24 @@ from pipeline.byteio import ByteReader, ByteWriter
 from pipeline.config import NetworkConfig
 from pipeline.entropy import MAX_ALPHABET, SymbolModel, choose_models, mask_model, read_models, write_models
 from pipeline.errors import BitstreamError
+from pipeline.kinds import network_kind
+from pipeline.latent_coding import LatentContext, decode_latents, encode_latents
 from pipeline.networks import build_network
 from pipeline.quantization import MAX_SYMBOL, QuantParams, qmax
 from pipeline.segments import SegmentSpan, check_tiling, segment_index
-from pipeline.stream_header import CodedTensor, SizeSplit, StreamHeader
+from pipeline.stream_header import CodedTensor, SizeSplit, StreamHeader, compact_json, expand_json
 
 MAGIC = b"ENRV"
-FORMAT_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 2  # networks of weights alone
+LATENT_VERSION = 3  # networks with context-coded latents (pipeline.latent_coding)
+READABLE_VERSIONS = (1, 2, 3)
 MAX_HEADER_JSON = 1 << 22  # the segment table of a long video is part of it
 MAX_PARAMETERS = 1 << 26  # 67 M weights per segment: five times the paper's largest network
 MAX_SEGMENTS = 1 << 16
 
 _FLAG_PER_CHANNEL = 1
 _FLAG_MASKED = 2
+_FLAG_CONTEXT = 4  # version 3: a latent grid, coded with its context model instead of a symbol model
 
 
 # --- what the file describes ----------------------------------------------------------
@@ -81,7 +85,8 @@ def _kept_values(t: CodedTensor) -> np.ndarray:
 
 def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list[CodedTensor]],
                     spans: list[SegmentSpan] | None = None) -> tuple[bytes, SizeSplit]:
-    """Serializes a header and the coded tensors into file bytes (format version 2).
+    """Serializes a header and the coded tensors into file bytes: format version 3 for a network
+    with latent grids (every latent tensor carries its context model), version 2 otherwise.
 
     ``tensors`` is one network's tensors in parameter order, or, with ``spans``, one such list
     per segment.
@@ -96,9 +101,13 @@ def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list
             raise ValueError("one list of tensors per segment")
     check_tiling(spans, header.num_frames)
     shapes = transmitted_shapes(header.network)
+    kind = network_kind(header.network.kind)
+    version = LATENT_VERSION if kind.latent_prefix is not None else FORMAT_VERSION
     split = SizeSplit()
-    meta = header.to_json()
+    meta = header.to_json(version)
     meta["segments"] = [[s.first, s.count] for s in spans]
+    if version >= LATENT_VERSION:
+        meta = compact_json(meta)
     h = ByteWriter()
     blob = zlib.compress(json.dumps(meta, separators=(",", ":"), sort_keys=True).encode(), 9)
     h.varint(len(blob))
@@ -107,20 +116,43 @@ def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list
     for si, coded in enumerate(segments):
         if [s for _, s in shapes] != [t.symbols.shape for t in coded]:
             raise ValueError("the tensors do not match the network's transmitted parameters")
-        for t in coded:
+        for (name, _), t in zip(shapes, coded):
             if t.params.bits is not None or int(np.abs(t.symbols).max(initial=0)) > MAX_SYMBOL:
-                raise ValueError("version-2 tensors have no bit depth and symbols within +-MAX_SYMBOL")
+                raise ValueError("tensors of versions 2 and 3 have no bit depth and symbols within +-MAX_SYMBOL")
+            if (t.context is not None) != kind.is_latent(name):
+                raise ValueError(f"{name}: latent grids, and only they, carry a context model")
+            if t.context is not None and (t.mask is not None or t.params.per_channel):
+                raise ValueError(f"{name}: a latent grid is neither pruned nor quantized per channel")
         values = [_kept_values(t) for t in coded]
-        models, model_index = choose_models(values)
+        weights = [i for i, t in enumerate(coded) if t.context is None]
+        models, weight_models = choose_models([values[i] for i in weights], tables=version >= LATENT_VERSION)
+        model_index = dict(zip(weights, weight_models))
         before = h.size
         write_models(h, models)
         split.side_info += h.size - before
         h.varint(len(coded))
-        for (name, shape), t, v, mi in zip(shapes, coded, values, model_index):
+        for ti, ((name, shape), t, v) in enumerate(zip(shapes, coded, values)):
             flags = (_FLAG_PER_CHANNEL if t.params.per_channel else 0) | (_FLAG_MASKED if t.mask is not None else 0)
+            if t.context is not None:
+                flags |= _FLAG_CONTEXT
             h.pack("B", flags)
             h.raw(t.params.scales.astype("<f2").tobytes())
             split.side_info += 2 * t.params.scales.size
+            if t.context is not None:
+                before = h.size
+                t.context.write(h)
+                h.varint(t.symbols.size)  # checked against the shape the header gives
+                split.side_info += h.size - before
+                value_bytes = encode_latents(t.symbols, t.context)
+                h.varint(len(value_bytes))
+                payload.raw(value_bytes)
+                split.latents += len(value_bytes)
+                split.per_tensor.append({
+                    "segment": si, "name": name, "shape": list(shape), "per_channel": False, "kept": int(v.size),
+                    "model": "context", "value_bytes": len(value_bytes), "mask_bytes": 0,
+                })
+                continue
+            mi = model_index[ti]
             h.varint(mi)
             mask_bytes = b""
             if t.mask is not None:
@@ -138,8 +170,8 @@ def write_bitstream(header: StreamHeader, tensors: list[CodedTensor] | list[list
                 "segment": si, "name": name, "shape": list(shape), "per_channel": t.params.per_channel,
                 "kept": int(v.size), "model": mi, "value_bytes": len(value_bytes), "mask_bytes": len(mask_bytes),
             })
-    data = _envelope(FORMAT_VERSION, h.getvalue(), payload.getvalue())
-    split.header = len(data) - split.side_info - split.masks - split.payload
+    data = _envelope(version, h.getvalue(), payload.getvalue())
+    split.header = len(data) - split.side_info - split.masks - split.payload - split.latents
     return data, split
 
 
@@ -229,6 +261,8 @@ def _read_json(r: ByteReader) -> dict:
 
 
 def _parse_header(version: int, meta: dict) -> tuple[StreamHeader, list[SegmentSpan]]:
+    if version >= LATENT_VERSION:
+        meta = expand_json(meta)
     header = StreamHeader.from_json(meta, version)
     if version == 1:
         return header, [SegmentSpan(0, header.num_frames)]
@@ -264,16 +298,18 @@ class _Record:
     kept: int
     mask_len: int
     value_len: int
+    context: LatentContext | None = None
 
 
-def _read_records(r: ByteReader, version: int, shapes, payload_left: int
+def _read_records(r: ByteReader, version: int, shapes, payload_left: int, is_latent
                   ) -> tuple[list[SymbolModel], list[_Record], int]:
-    """One segment's models and records; also the bytes of side information they took."""
+    """One segment's models and records; also the bytes of side information they took.
+    ``is_latent(name)``: whether the network's tensor ``name`` is a latent grid."""
     models_start = r.remaining
     if version == 1:
         models = read_models(r, MAX_ALPHABET, MAX_PARAMETERS, with_kind=False)
     else:
-        models = read_models(r, MAX_SYMBOL, MAX_PARAMETERS)
+        models = read_models(r, MAX_SYMBOL, MAX_PARAMETERS, tables=version >= LATENT_VERSION)
     n_models = len(models)
     side = models_start - r.remaining
     n_tensors = r.varint(len(shapes) + 1)
@@ -289,13 +325,31 @@ def _read_records(r: ByteReader, version: int, shapes, payload_left: int
         else:
             (flags,) = r.unpack("B")
             bits = None
-        if flags & ~(_FLAG_PER_CHANNEL | _FLAG_MASKED):
+        known = _FLAG_PER_CHANNEL | _FLAG_MASKED | (_FLAG_CONTEXT if version >= LATENT_VERSION else 0)
+        if flags & ~known:
             raise BitstreamError(f"corrupt record for {name}: flags {flags}")
         n_scales = shape[0] if flags & _FLAG_PER_CHANNEL else 1
         scales = np.frombuffer(r.raw(2 * n_scales), dtype="<f2").astype(np.float16)
         if not np.all(np.isfinite(scales)) or np.any(scales <= 0):
             raise BitstreamError(f"corrupt record for {name}: invalid steps")
         side += 2 * n_scales
+        if bool(flags & _FLAG_CONTEXT) != (version >= LATENT_VERSION and is_latent(name)):
+            raise BitstreamError(f"corrupt record for {name}: latent grids, and only they, are context-coded")
+        if flags & _FLAG_CONTEXT:
+            if flags != _FLAG_CONTEXT or len(shape) != 4:
+                raise BitstreamError(f"corrupt record for {name}: a latent grid is a plain 4-d tensor")
+            before = r.remaining
+            try:
+                context = LatentContext.read(r)
+            except ValueError:
+                raise BitstreamError(f"corrupt record for {name}: a bad context model") from None
+            if r.varint(MAX_PARAMETERS) != numel:
+                raise BitstreamError(f"corrupt record for {name}: the latent grid's size does not match the network")
+            side += before - r.remaining
+            value_len = r.varint(payload_left)
+            payload_left -= value_len
+            records.append(_Record(name, shape, flags, None, scales, -1, numel, 0, value_len, context))
+            continue
         if n_models == 0:
             raise BitstreamError("corrupt header: no symbol models")
         mi = r.varint(n_models - 1)
@@ -321,6 +375,10 @@ def _decode_tensors(p: ByteReader, models: list[SymbolModel], records: list[_Rec
     for rec in records:
         numel = math.prod(rec.shape)
         mask = None
+        if rec.context is not None:
+            symbols = decode_latents(p.raw(rec.value_len), rec.shape, rec.context)
+            tensors.append(CodedTensor(QuantParams(rec.scales), symbols, None, rec.context))
+            continue
         if rec.flags & _FLAG_MASKED:
             mask_symbols = mask_model(numel, rec.kept).decode(p.raw(rec.mask_len), numel) if numel else np.zeros(0)
             mask = mask_symbols.astype(bool)
@@ -348,11 +406,14 @@ def read_bitstream(data: bytes, frames: range | None = None) -> ParsedStream:
     header, spans = _parse_header(version, _read_json(r))
     shapes = transmitted_shapes(header.network)
     _check_size(shapes)
+    kind = network_kind(header.network.kind)
+    if (version >= LATENT_VERSION) != (kind.latent_prefix is not None):
+        raise BitstreamError(f"corrupt header: a {kind.name} network in a file of format version {version}")
     split = SizeSplit()
     p = ByteReader(payload, "payload")
     segments = []
     for si, span in enumerate(spans):
-        models, records, side = _read_records(r, version, shapes, p.remaining)
+        models, records, side = _read_records(r, version, shapes, p.remaining, kind.is_latent)
         split.side_info += side
         if frames is None or span.overlaps(frames):
             tensors = _decode_tensors(p, models, records)
@@ -362,10 +423,13 @@ def read_bitstream(data: bytes, frames: range | None = None) -> ParsedStream:
         segments.append(ParsedSegment(span, tensors))
         for rec in records:
             split.masks += rec.mask_len
-            split.payload += rec.value_len
+            if rec.context is not None:
+                split.latents += rec.value_len
+            else:
+                split.payload += rec.value_len
             entry = {"name": rec.name, "shape": list(rec.shape), "per_channel": rec.scales.size > 1,
-                     "kept": int(rec.kept), "model": rec.model, "value_bytes": rec.value_len,
-                     "mask_bytes": rec.mask_len}
+                     "kept": int(rec.kept), "model": "context" if rec.context is not None else rec.model,
+                     "value_bytes": rec.value_len, "mask_bytes": rec.mask_len}
             if version == 1:
                 entry["bits"] = rec.bits
             else:
@@ -373,5 +437,5 @@ def read_bitstream(data: bytes, frames: range | None = None) -> ParsedStream:
             split.per_tensor.append(entry)
     if r.remaining or p.remaining:
         raise BitstreamError("corrupt file: unexplained bytes after the last tensor")
-    split.header = len(data) - split.side_info - split.masks - split.payload
+    split.header = len(data) - split.side_info - split.masks - split.payload - split.latents
     return ParsedStream(header, segments, shapes, split, version)

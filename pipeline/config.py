@@ -17,6 +17,7 @@ import yaml
 from pipeline.errors import InputError
 
 PRECISIONS = ("auto", "float32", "bf16")
+RATE_FROM_START = ("none", "latents", "all")
 MAX_STAGES = 8
 
 
@@ -63,6 +64,13 @@ class NetworkConfig:
     time_grid_knots: tuple[int, ...] | None = None
     space_grid_scales: tuple[int, ...] = (4, 2)
     space_grid_channels: tuple[int, ...] = (2, 1)
+    # enerv-latent only (besides the enerv-grid fields): latent grids of one latent frame per video
+    # frame, quantized and context-coded (pipeline.latent_coding), of latent_channels channels at
+    # the stage inputs latent_scales times smaller than the output. latent_frames is derived from
+    # the clip's length. Files of format version 2 know nothing of these fields.
+    latent_scales: tuple[int, ...] = (4, 2)
+    latent_channels: tuple[int, ...] = (1, 1)
+    latent_frames: int | None = None
     # Geometry; None = derive from the video size.
     fc_h: int | None = None
     fc_w: int | None = None
@@ -125,6 +133,13 @@ class NetworkConfig:
                 or not integers(scales + channels, 4096)):
             raise InputError("network.space_grid_scales and space_grid_channels must be lists of the same length "
                              f"(at most {MAX_STAGES}) of integers in 1..4096")
+
+        scales, channels = self.latent_scales, self.latent_channels
+        if len(scales) != len(channels) or len(scales) > MAX_STAGES or not integers(scales + channels, 4096):
+            raise InputError("network.latent_scales and latent_channels must be lists of the same length "
+                             f"(at most {MAX_STAGES}) of integers in 1..4096")
+        if self.latent_frames is not None and not integers((self.latent_frames,), 1 << 24):
+            raise InputError("network.latent_frames must be an integer in 1..16777216")
 
     @property
     def has_geometry(self) -> bool:
@@ -192,6 +207,10 @@ class CodecConfig:
     rd_epochs: int = 0  # fine-tuning with quantization noise and the rate term
     qat_epochs: int = 0  # fine-tuning on the rounded grid (straight-through), the rate term kept
     finetune_lr: float = 1e-4
+    # What the fit itself trains with quantization noise and the rate term (steps and context
+    # models learned from the first step): "none" (the fit is for distortion alone), "latents"
+    # (the latent grids; the weights join in the rate-distortion fine-tune) or "all".
+    rate_from_start: str = "none"
 
     def __post_init__(self) -> None:
         if not 0 <= self.prune_ratio < 1:
@@ -204,6 +223,11 @@ class CodecConfig:
             raise InputError("without a rate term (quality) the quantizer needs a bit depth (bits)")
         if not isinstance(self.learn_steps, bool):
             raise InputError(f"codec.learn_steps must be true or false, got {self.learn_steps!r}")
+        if self.rate_from_start not in RATE_FROM_START:
+            raise InputError(f"codec.rate_from_start must be one of {', '.join(RATE_FROM_START)}, "
+                             f"got {self.rate_from_start!r}")
+        if self.rate_from_start != "none" and self.quality is None:
+            raise InputError("codec.rate_from_start needs a rate term (quality)")
         for name in ("prune_epochs", "rd_epochs", "qat_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:

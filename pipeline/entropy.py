@@ -21,6 +21,7 @@ import numpy as np
 
 from pipeline.byteio import ByteReader, ByteWriter
 from pipeline.errors import BitstreamError
+from pipeline.latent_coding import RESIDUAL_BOUND, SCALES, table_bank
 
 MAX_ALPHABET = 1 << 16  # enough for 16-bit symbols
 
@@ -31,6 +32,7 @@ class SymbolModel:
 
     offset: int
     counts: np.ndarray  # int64, at least one nonzero
+    table: int | None = None  # a table of the fixed Laplace bank (format version 3): stored as its index
 
     @classmethod
     def from_symbols(cls, symbols: np.ndarray) -> SymbolModel:
@@ -97,6 +99,24 @@ def empirical_entropy_bits(symbols: np.ndarray) -> float:
 # kind so far); version 1 has no kind byte.
 
 MODEL_COUNTS = 0
+MODEL_TABLE = 1  # version 3: table k of pipeline.latent_coding's integer-built Laplace bank, symbols -126..126
+
+
+def table_model(k: int) -> SymbolModel:
+    """The zero-mean model of table ``k`` of the Laplace bank (nothing but its index is stored)."""
+    return SymbolModel(-RESIDUAL_BOUND, table_bank()[k].astype(np.int64), table=k)
+
+
+def best_table(symbols: np.ndarray) -> tuple[SymbolModel, float] | None:
+    """The bank table that codes ``symbols`` shortest, and its code length in bits; None when
+    some symbol lies outside the bank's alphabet."""
+    if symbols.size == 0 or int(np.abs(symbols).max()) > RESIDUAL_BOUND:
+        return None
+    hist = np.bincount(symbols.astype(np.int64).ravel() + RESIDUAL_BOUND, minlength=2 * RESIDUAL_BOUND + 1)
+    bank = table_bank()
+    bits = -(np.log2(bank / bank.sum(axis=1, keepdims=True)) @ hist)
+    k = int(np.argmin(bits))
+    return table_model(k), float(bits[k])
 
 
 def _write_counts(w: ByteWriter, model: SymbolModel) -> None:
@@ -120,18 +140,26 @@ def _read_counts(r: ByteReader, bound: int, max_count: int) -> SymbolModel:
 
 
 def write_model(w: ByteWriter, model: SymbolModel) -> None:
-    """Stores one model as the file does (kind byte, then its counts)."""
+    """Stores one model as the file does (kind byte, then its counts or its table's index)."""
+    if model.table is not None:
+        w.pack("B", MODEL_TABLE)
+        w.varint(model.table)
+        return
     w.pack("B", MODEL_COUNTS)
     _write_counts(w, model)
 
 
-def read_model(r: ByteReader, bound: int, max_count: int, with_kind: bool = True) -> SymbolModel:
-    """The inverse of :func:`write_model` (``with_kind=False``: a version-1 model, counts only).
+def read_model(r: ByteReader, bound: int, max_count: int, with_kind: bool = True,
+               tables: bool = False) -> SymbolModel:
+    """The inverse of :func:`write_model` (``with_kind=False``: a version-1 model, counts only;
+    ``tables``: bank tables allowed, as in version 3).
 
     ``bound`` limits the symbols (``|symbol| <= bound``) and ``max_count`` each count.
     """
     if with_kind:
         (kind,) = r.unpack("B")
+        if kind == MODEL_TABLE and tables:
+            return table_model(r.varint(SCALES - 1))
         if kind != MODEL_COUNTS:
             raise BitstreamError(f"corrupt symbol model: unknown kind {kind}")
     return _read_counts(r, bound, max_count)
@@ -151,25 +179,32 @@ def write_models(w: ByteWriter, models: list[SymbolModel]) -> None:
         write_model(w, model)
 
 
-def read_models(r: ByteReader, bound: int, max_count: int, with_kind: bool = True) -> list[SymbolModel]:
+def read_models(r: ByteReader, bound: int, max_count: int, with_kind: bool = True,
+                tables: bool = False) -> list[SymbolModel]:
     """The inverse of :func:`write_models`."""
     n_models = r.varint(r.remaining)
-    return [read_model(r, bound, max_count, with_kind) for _ in range(n_models)]
+    return [read_model(r, bound, max_count, with_kind, tables) for _ in range(n_models)]
 
 
 # --- which model codes which tensor ---------------------------------------------------------------
 
 
-def choose_models(values: list[np.ndarray]) -> tuple[list[SymbolModel], list[int]]:
+def choose_models(values: list[np.ndarray], tables: bool = False) -> tuple[list[SymbolModel], list[int]]:
     """Gives each tensor its own symbol model or a shared one, whichever codes smaller.
 
     ``values`` are the symbols each tensor transmits. Returns the models to store (the shared
     one first, when there is one) and, per tensor, the index of the one it uses. The cost of a
     model is its ideal code length plus what storing it takes; a shared model's storage is
-    split among its users.
+    split among its users. With ``tables`` (version 3) a tensor's own model may also be a table
+    of the Laplace bank, which costs two bytes to store.
     """
     own = [SymbolModel.from_symbols(v) for v in values]
     own_cost = [m.ideal_bits(v) + 8 * model_bytes(m) for m, v in zip(own, values)]
+    if tables:
+        for i, v in enumerate(values):
+            found = best_table(v) if not own[i].is_constant else None
+            if found is not None and found[1] + 8 * model_bytes(found[0]) < own_cost[i]:
+                own[i], own_cost[i] = found[0], found[1] + 8 * model_bytes(found[0])
     use_shared = [True] * len(values)
     shared = None
     for _ in range(3):  # the shared model depends on who uses it: iterate to a fixed point

@@ -17,7 +17,13 @@ from pipeline.layers import FirstUpBlock, PositionalEncoding, UpBlock, mlp, stag
 
 
 def space_grid_stages(config: NetworkConfig) -> dict[int, int]:
-    """Stage index -> channels of the static spatial grid added at that stage's input.
+    """Stage index -> channels of the static spatial grid added at that stage's input (see
+    :func:`grid_stages`)."""
+    return grid_stages(config, config.space_grid_scales, config.space_grid_channels)
+
+
+def grid_stages(config: NetworkConfig, scales: tuple[int, ...], channels: tuple[int, ...]) -> dict[int, int]:
+    """Stage index -> channels of the grids asked for at ``scales`` with ``channels`` each.
 
     A grid asked for at ``scale`` (times smaller than the output) goes to the finest stage input
     that is at least that many times smaller (never finer: a grid's size grows with the square
@@ -26,9 +32,9 @@ def space_grid_stages(config: NetworkConfig) -> dict[int, int]:
     """
     factors = [math.prod(config.strides[i:]) for i in range(len(config.strides) + 1)]
     out: dict[int, int] = {}
-    for scale, channels in zip(config.space_grid_scales, config.space_grid_channels):
+    for scale, k in zip(scales, channels):
         stage = max(i for i, f in enumerate(factors) if f >= scale or i == 0)
-        out[stage] = out.get(stage, 0) + channels
+        out[stage] = out.get(stage, 0) + k
     return out
 
 
@@ -81,22 +87,22 @@ class GridENeRV(nn.Module):
             levels.append(grid[left] * (1 - weight) + grid[left + 1] * weight)
         return torch.cat(levels, dim=1)
 
+    def _stage_input(self, stage: int, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """What is added at the input of ``stage`` (``len(self.stages)``: the head's): the static grid."""
+        for (i, _), grid, proj in zip(self.grid_stages, self.space_grids, self.space_projs):
+            if i == stage:
+                x = x + proj(grid)
+        return x
+
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         """``t``: [B] normalized frame indices -> [B, 3, H, W] frames in [0, 1]."""
         x = self.time_proj(self._time_features(t))
         t_mod = self.mod_t(self.pe(t))
-        grids = {stage: (grid, proj) for (stage, _), grid, proj in zip(self.grid_stages, self.space_grids,
-                                                                       self.space_projs)}
         for i, (modulation, stage) in enumerate(zip(self.modulations, self.stages)):
             gamma, beta = modulation(t_mod)[..., None, None].chunk(2, dim=1)
             x = F.instance_norm(x) * gamma + beta
-            if i in grids:
-                x = x + grids[i][1](grids[i][0])
-            x = stage(x)
-        if len(self.stages) in grids:
-            grid, proj = grids[len(self.stages)]
-            x = x + proj(grid)
-        return torch.sigmoid(self.head(x))
+            x = stage(self._stage_input(i, x, t))
+        return torch.sigmoid(self.head(self._stage_input(len(self.stages), x, t)))
 
 
 def knots_for_clip(config: NetworkConfig, num_frames: int) -> NetworkConfig:

@@ -22,6 +22,7 @@ from pipeline.config import NetworkConfig
 from pipeline.enerv import ENeRV
 from pipeline.errors import InputError
 from pipeline.grid_enerv import GridENeRV, knots_for_clip
+from pipeline.latent_enerv import LATENT_PREFIX, LatentENeRV, latents_for_clip
 from pipeline.nerv import NeRV
 
 # What every kind reads: the grid of the first feature map and the up-sampling stages.
@@ -44,6 +45,12 @@ class NetworkKind:
     # Channel counts (ints or tuples of ints) that ``with_width`` scales; empty: the width is fixed.
     width_fields: tuple[str, ...] = ()
     check: Callable[[NetworkConfig], None] | None = None  # what only this kind constrains
+    # Parameters whose name starts with this are latents, context-coded (format version 3).
+    latent_prefix: str | None = None
+
+    def is_latent(self, name: str) -> bool:
+        """Whether the parameter ``name`` is a latent grid (context-coded, not a weight)."""
+        return self.latent_prefix is not None and name.startswith(self.latent_prefix)
 
     @property
     def scales_width(self) -> bool:
@@ -106,6 +113,17 @@ KINDS: dict[str, NetworkKind] = {kind.name: kind for kind in (
         clip_fields=("time_grid_knots",),
         for_clip=knots_for_clip,
         width_fields=("fc_dim", "lower_width", "mod_dim", "time_grid_channels", "space_grid_channels"),
+    ),
+    NetworkKind(
+        "enerv-latent", LatentENeRV,
+        fields=_STAGES + _TIME_ENCODING + ("mod_dim", "time_grid_spacing", "time_grid_channels", "time_grid_knots",
+                                           "space_grid_scales", "space_grid_channels", "latent_scales",
+                                           "latent_channels", "latent_frames"),
+        clip_fields=("time_grid_knots", "latent_frames"),
+        for_clip=latents_for_clip,
+        width_fields=("fc_dim", "lower_width", "mod_dim", "time_grid_channels", "space_grid_channels",
+                      "latent_channels"),
+        latent_prefix=LATENT_PREFIX,
     ),
 )}
 

@@ -25,6 +25,7 @@ __all__ = [
     "build_network",
     "count_parameters",
     "frame_times",
+    "macs_per_pixel",
     "network_with_weights",
     "space_grid_stages",
     "stage_sizes",
@@ -61,3 +62,27 @@ def frame_times(indices: torch.Tensor, num_frames: int) -> torch.Tensor:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def macs_per_pixel(model: nn.Module) -> float:
+    """Multiply-accumulates of rendering one frame, per output pixel: every convolution and
+    linear layer of one forward pass (elementwise work, normalization and activations not
+    counted), measured with forward hooks on a frame rendered once."""
+    total = 0
+
+    def count(module, inputs, output) -> None:
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * module.in_channels // module.groups
+            total += output.numel() * k
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad():
+            frame = model(torch.zeros(1, device=next(model.parameters()).device))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return total / (frame.shape[-1] * frame.shape[-2])

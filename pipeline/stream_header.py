@@ -14,7 +14,8 @@ import numpy as np
 from pipeline.config import NetworkConfig, section_from_dict, section_to_dict
 from pipeline.errors import BitstreamError, InputError
 from pipeline.geometry import MAX_SIDE
-from pipeline.kinds import network_kind
+from pipeline.kinds import GEOMETRY_FIELDS, network_kind
+from pipeline.latent_coding import LatentContext
 from pipeline.quantization import QuantParams
 
 MAX_FRAMES = 1 << 24
@@ -22,6 +23,8 @@ MAX_FRAMES = 1 << 24
 # Version-1 files were written before the network config had these fields; their networks
 # had the structure these values describe.
 _V1_NETWORK = {"single_head_projection": True}
+# Fields that came with format version 3 (enerv-latent); version-2 headers never hold them.
+V3_FIELDS = ("latent_scales", "latent_channels", "latent_frames")
 
 
 @dataclass(frozen=True)
@@ -38,9 +41,17 @@ class StreamHeader:
     # so that --info can show how close it was; informative only, the decoder never needs it.
     estimated_weight_bytes: float | None = None
 
-    def to_json(self) -> dict:
+    def to_json(self, version: int = 2) -> dict:
+        """The header's JSON object in a file of format ``version``: version 2 has every network
+        field but those of version 3; version 3 only the fields the network's kind reads."""
+        network = section_to_dict(self.network)
+        if version >= 3:
+            kind = network_kind(self.network.kind)
+            network = {k: v for k, v in network.items() if k in ("kind",) + kind.fields + GEOMETRY_FIELDS}
+        else:
+            network = {k: v for k, v in network.items() if k not in V3_FIELDS}
         out = {
-            "network": section_to_dict(self.network),
+            "network": network,
             "video": {"width": self.width, "height": self.height, "frames": self.num_frames, "fps": self.fps},
             "encoder": self.encoder,
         }
@@ -53,6 +64,8 @@ class StreamHeader:
         """The inverse of :meth:`to_json`, for a file of format ``version``; checks every field."""
         if version == 1 and isinstance(data.get("network"), dict) and set(_V1_NETWORK) & set(data["network"]):
             raise BitstreamError("corrupt header: a version-1 network with fields of later versions")
+        if version <= 2 and isinstance(data.get("network"), dict) and set(V3_FIELDS) & set(data["network"]):
+            raise BitstreamError("corrupt header: a network with fields of format version 3 in an older file")
         try:
             video = data["video"]
             network_fields = data["network"]
@@ -101,6 +114,7 @@ class CodedTensor:
     params: QuantParams
     symbols: np.ndarray  # int32, shape of the tensor; zero where pruned
     mask: np.ndarray | None = None  # bool, True = kept; None = not pruned
+    context: LatentContext | None = None  # a latent grid's context model (format version 3); None: a weight
 
 
 @dataclass
@@ -111,8 +125,52 @@ class SizeSplit:
     side_info: int = 0  # symbol models (counts) and quantization steps
     masks: int = 0  # coded pruning masks
     payload: int = 0  # coded weight values
+    latents: int = 0  # context-coded latent grids (format version 3)
     per_tensor: list[dict] = field(default_factory=list)
 
     @property
     def total(self) -> int:
-        return self.header + self.side_info + self.masks + self.payload
+        return self.header + self.side_info + self.masks + self.payload + self.latents
+
+
+# --- the compact header of format version 3 ---------------------------------------------------
+#
+# Version 3 stores the header's JSON object without its names: the network as a list (the kind,
+# then the values of its kind's fields and the geometry fields, in the registry's order, which
+# must therefore never change for a kind), the video as [width, height, frames, fps], and short
+# keys. It takes about half the bytes of the named form.
+
+
+def _network_order(kind_name: str) -> tuple[str, ...]:
+    kind = network_kind(kind_name)
+    return kind.fields + GEOMETRY_FIELDS
+
+
+def compact_json(meta: dict) -> dict:
+    """The version-3 form of a header's JSON object (``StreamHeader.to_json(3)`` plus ``segments``)."""
+    network, video = meta["network"], meta["video"]
+    out = {"n": [network["kind"]] + [network[f] for f in _network_order(network["kind"])],
+           "v": [video["width"], video["height"], video["frames"], video["fps"]],
+           "e": meta["encoder"], "s": meta["segments"]}
+    if meta.get("estimated_weight_bytes") is not None:
+        out["r"] = round(meta["estimated_weight_bytes"])
+    return out
+
+
+def expand_json(meta: dict) -> dict:
+    """The inverse of :func:`compact_json`; BitstreamError for anything of the wrong shape."""
+    try:
+        values, video = meta["n"], meta["v"]
+        if set(meta) - {"n", "v", "e", "s", "r"} or not isinstance(values, list) or not values:
+            raise ValueError
+        order = _network_order(values[0])
+        if len(values) != 1 + len(order) or not isinstance(video, list) or len(video) != 4:
+            raise ValueError
+        out = {"network": {"kind": values[0], **dict(zip(order, values[1:]))},
+               "video": dict(zip(("width", "height", "frames", "fps"), video)),
+               "encoder": meta.get("e", ""), "segments": meta.get("s")}
+    except (KeyError, TypeError, ValueError, InputError):
+        raise BitstreamError("corrupt header: not a version-3 header") from None
+    if "r" in meta:
+        out["estimated_weight_bytes"] = meta["r"]
+    return out

@@ -46,7 +46,7 @@ def test_non_finite_loss_goes_back_to_the_best_state():
     clip = Clip.from_numpy(frames, torch.device("cpu"))
     calls = {"n": 0}
 
-    def poison_once(params):
+    def poison_once(params, batch=None):
         calls["n"] += 1
         if calls["n"] == 10:  # one step in the third epoch returns NaN weights
             return {k: v * float("nan") for k, v in params.items()}, None
@@ -94,7 +94,7 @@ def test_an_exploding_loss_goes_back_to_the_best_state_like_a_nan():
     clip = Clip.from_numpy(frames, torch.device("cpu"))
     calls = {"n": 0}
 
-    def explode_in_epoch_four(params):
+    def explode_in_epoch_four(params, batch=None):
         calls["n"] += 1
         penalty = torch.tensor(100.0) if 13 <= calls["n"] <= 16 else None  # 4 steps per epoch
         return params, penalty

@@ -172,8 +172,10 @@ def test_clip_fields_are_what_a_kind_needs_beyond_the_geometry():
         assert network_kind(name).is_resolved(config) and network_kind(name).resolve_clip(config, 9) == config
 
 
-def test_only_the_grid_kind_scales_its_width():
-    assert {name for name, kind in KINDS.items() if kind.scales_width} == {"enerv-grid"}
+def test_only_the_grid_kinds_scale_their_width():
+    assert {name for name, kind in KINDS.items() if kind.scales_width} == {"enerv-grid", "enerv-latent"}
+    latent = network_kind("enerv-latent").with_width(NetworkConfig(kind="enerv-latent", **SMALL), 2.0)
+    assert latent.latent_channels == (2, 2) and latent.fc_dim == 32
     grid = NetworkConfig(kind="enerv-grid", **SMALL)
     wide = network_kind("enerv-grid").with_width(grid, 2.0)
     assert (wide.fc_dim, wide.lower_width, wide.mod_dim) == (32, 16, 32)
