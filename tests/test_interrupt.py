@@ -48,7 +48,9 @@ def reference(tmp_path_factory) -> tuple[Path, bytes]:
     return source, out.read_bytes()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+# SIGTERM takes the same path as SIGINT (one handler turns both into a flag): it runs with the slow tests.
+@pytest.mark.parametrize("signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)],
+                         ids=["SIGINT", "SIGTERM"])
 def test_interrupt_then_resume_gives_the_uninterrupted_result(reference, tmp_path, signum):
     source, expected = reference
     out = tmp_path / "out.bin"
