@@ -183,8 +183,8 @@ def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: 
     return history, seconds, reused
 
 
-def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, network: NetworkConfig, masks: dict,
-                    stages: _Stages, *, progress: bool, size_of=None, target_bytes: int | None = None,
+def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, masks: dict, stages: _Stages, *,
+                    progress: bool, size_of=None, target_bytes: int | None = None,
                     quantizer: LearnedQuantizer | None = None) -> tuple[LearnedQuantizer, float]:
     """Fine-tunes ``model`` on the file's grid with the rate term; returns the quantizer and lambda.
 
@@ -286,7 +286,7 @@ def encode_segment(
             apply_masks(model, masks)
 
     with timer.stage("quantize"), _resumable_from(checkpoint):
-        quantizer, lam = _quantize_stage(model, clip, preset, network, masks, stages, progress=progress,
+        quantizer, lam = _quantize_stage(model, clip, preset, masks, stages, progress=progress,
                                          size_of=size_of, target_bytes=target_bytes, quantizer=early)
         quantized = QuantizedNetwork.of(model, quantizer)
         estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
