@@ -28,9 +28,11 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
+from compress.optimizers import build_optimizer
 from compress.precision import autocast_for
 from pipeline.config import FitConfig
 from pipeline.files import write_atomically
+from pipeline.latent_enerv import LATENT_PREFIX
 from pipeline.metrics import psnr_from_mse
 from pipeline.networks import frame_times
 
@@ -236,6 +238,7 @@ def train(
     deadline: float | None = None,
     pacer: Pacer | None = None,
     stage: str = "fit",
+    on_step: Callable[[int, int], None] | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place for ``epochs`` epochs (or ``steps`` optimizer steps) and returns
     what happened.
@@ -255,10 +258,7 @@ def train(
     """
     device = clip.frames.device
     params = dict(model.named_parameters())
-    groups = [{"params": list(params.values()), "base_lr": lr}]
-    if companion is not None:
-        groups.append({"params": [p for p in companion.parameters() if p.requires_grad], "base_lr": companion_lr})
-    optimizer = torch.optim.Adam(groups, lr=lr, betas=fit.betas)
+    optimizer = build_optimizer(parameter_groups(params, lr, fit, companion, companion_lr), fit)
     modules = {"model": model} if companion is None else {"model": model, "companion": companion}
     steps_per_epoch = math.ceil(clip.num_frames / fit.batch_size)
     total_steps = steps if steps is not None else round(epochs * steps_per_epoch)
@@ -273,6 +273,10 @@ def train(
 
     if resume_state is not None:
         load_state(resume_state)
+        if "rng" in resume_state:  # checkpoints written before the random state was kept have none
+            torch.set_rng_state(resume_state["rng"])
+            if "cuda_rng" in resume_state and device.type == "cuda":
+                torch.cuda.set_rng_state(resume_state["cuda_rng"], device)
         start_epoch, lr_scale = resume_state["epoch"], resume_state["lr_scale"]
         recoveries, history = resume_state["recoveries"], resume_state["history"]
         best_loss, best_state = resume_state["best_loss"], resume_state["best_state"]
@@ -281,6 +285,11 @@ def train(
     def copy_state() -> dict:
         state = {key: copy.deepcopy(module.state_dict()) for key, module in modules.items()}
         state["optimizer"] = copy.deepcopy(optimizer.state_dict())
+        # The random state too: a transform may draw noise (the quantizer's), and a resumed
+        # run must draw what the uninterrupted one would have.
+        state["rng"] = torch.get_rng_state()
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
         return state
 
     # The state at the last epoch boundary: what a checkpoint saves, so that a resumed
@@ -305,6 +314,7 @@ def train(
     mean_loss, mean_mse = math.nan, math.nan
     stop = _StopRequest()
     steps_timed = 0  # this call's steps, for the pacer
+    settled = True  # False while on_step still changes the objective (its losses are not comparable)
     try:
         while epoch * steps_per_epoch < total_steps:
             epoch_started = time.perf_counter()
@@ -318,6 +328,8 @@ def train(
                 factor = lr_scale * lr_factor(step, total_steps, fit.warmup)
                 for group in optimizer.param_groups:
                     group["lr"] = group["base_lr"] * factor
+                if on_step is not None:
+                    settled = on_step(step, total_steps) is not False
                 idx = order[i * fit.batch_size : (i + 1) * fit.batch_size]
                 step_loss = training_step(model, params, optimizer, clip, idx, fit, transform)
                 if step_loss is None:
@@ -349,7 +361,9 @@ def train(
             if done < steps_per_epoch:
                 history[-1]["steps"] = done  # a part of an epoch, the last one
             boundary = copy_state()
-            if mean_loss <= best_loss:
+            if not settled:  # the objective still moves: the latest state stands, compared with none
+                best_loss, best_state = math.inf, boundary
+            elif mean_loss <= best_loss:
                 best_loss, best_state = mean_loss, boundary
             bar.set_postfix(loss=f"{mean_loss:.4f}", psnr=f"{psnr_from_mse(mean_mse):.2f}")
             bar.total = max(epoch, math.ceil(total_steps / steps_per_epoch))
@@ -383,6 +397,21 @@ def train(
         history=history,
         steps=min(total_steps, epoch * steps_per_epoch),
     )
+
+
+def parameter_groups(params: dict[str, torch.Tensor], lr: float, fit: FitConfig, companion: nn.Module | None = None,
+                     companion_lr: float = 0.0) -> list[dict]:
+    """The optimizer's groups: the network's weights (``lr``; matrices and kernels may be
+    preconditioned), its per-frame latents (``lr * fit.latent_lr``) and the companion's
+    parameters (``companion_lr``)."""
+    latents = [p for name, p in params.items() if name.startswith(LATENT_PREFIX)]
+    weights = [p for name, p in params.items() if not name.startswith(LATENT_PREFIX)]
+    groups = [{"params": weights, "base_lr": lr, "matrix": True},
+              {"params": latents, "base_lr": lr * fit.latent_lr, "matrix": False}]
+    if companion is not None:
+        groups.append({"params": [p for p in companion.parameters() if p.requires_grad], "base_lr": companion_lr,
+                       "matrix": False})
+    return groups
 
 
 def fit_network(model: nn.Module, clip: Clip, fit: FitConfig, **kwargs) -> TrainResult:

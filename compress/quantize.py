@@ -22,7 +22,7 @@ from compress.rate import LatentRate, laplace_bits, laplace_scale_init
 from pipeline.bitstream import CodedTensor
 from pipeline.kinds import network_kind
 from pipeline.latent_coding import LATENT_BOUND, LatentContext
-from pipeline.latent_enerv import latent_index
+from pipeline.latent_enerv import LATENT_PREFIX, latent_index
 from pipeline.quantization import (
     FLOAT16_MAX,
     FLOAT16_MIN,
@@ -54,8 +54,9 @@ class LearnedQuantizer(nn.Module):
 
     ``names`` are the network's parameter names in file order; ``masks`` hold the pruned
     tensors' masks (pruned weights are zero, not coded, and cost nothing here). The tensors named
-    in ``latents`` are latent grids: their symbols are bounded by ``LATENT_BOUND`` and their cost
-    is a context model's (:class:`compress.rate.LatentRate`), trained with the steps.
+    in ``latents`` are context-coded grids: their symbols are bounded by ``LATENT_BOUND`` and their
+    cost is a context model's (:class:`compress.rate.LatentRate`), trained with the steps; a step's
+    cost is estimated on the batch's frames for per-frame latents, on the whole tensor for others.
     """
 
     def __init__(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None,
@@ -75,6 +76,8 @@ class LearnedQuantizer(nn.Module):
             if name in self.latent_slot:
                 steps.append(LATENT_STEP)
                 scales.append(1.0)
+                if not name.startswith(LATENT_PREFIX):  # a grid coded as latents: its scale from its values
+                    self.latent_rates[self.latent_slot[name]].start_at(float(w.abs().mean()) / LATENT_STEP)
                 continue
             steps.append(float(peak_steps(w.numpy(), bits if bits is not None else init_bits)[0]))
             kept = w[self.masks[name].cpu()] if name in self.masks else w
@@ -134,7 +137,7 @@ class LearnedQuantizer(nn.Module):
                 continue
             p = params[name]
             step = steps_as_tensor(steps[i : i + 1], p.dim())
-            if batch is not None:
+            if batch is not None and name.startswith(LATENT_PREFIX):
                 v, cost = self._latent_batch(p, step, i, mode, batch)
             else:
                 bound = self.bounds[i]
@@ -219,15 +222,39 @@ def quantizer_for(model: nn.Module, codec, masks: dict[str, torch.Tensor] | None
                             latents=tuple(n for n in params if kind.is_latent(n))).to(next(model.parameters()).device)
 
 
-def quantized_weights(quantizer: LearnedQuantizer, mode: str, lam: float, pixels: int, latents_only: bool = False):
+class RateTransform:
     """A weight transform for :func:`compress.fit.train`: the quantizer's weights, and the rate
-    term ``lam * estimated bits / pixels`` (bits per pixel) as the penalty (none when lam is 0)."""
+    term ``scale * lam * estimated bits / pixels`` (bits per pixel) as the penalty (none when
+    lam is 0). ``scale`` (1 unless a schedule sets it) lets the rate term's weight grow in."""
 
-    def transform(params: dict[str, torch.Tensor], batch=None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        weights, bits = quantizer(params, mode, batch, latents_only)
-        return weights, (bits * (lam / pixels) if lam else None)
+    def __init__(self, quantizer: LearnedQuantizer, mode: str, lam: float, pixels: int, latents_only: bool = False):
+        self.quantizer, self.mode, self.lam, self.pixels = quantizer, mode, lam, pixels
+        self.latents_only = latents_only
+        self.scale = 1.0
 
-    return transform
+    def __call__(self, params: dict[str, torch.Tensor], batch=None) -> tuple[dict[str, torch.Tensor],
+                                                                            torch.Tensor | None]:
+        weights, bits = self.quantizer(params, self.mode, batch, self.latents_only)
+        return weights, (bits * (self.scale * self.lam / self.pixels) if self.lam else None)
+
+    def warm_up(self, fraction: float):
+        """An ``on_step`` schedule for :func:`compress.fit.train`: ``scale`` grows linearly from 0
+        to 1 over the first ``fraction`` of the steps, and says whether it has (None for 0: no schedule)."""
+        if fraction <= 0:
+            return None
+
+        def on_step(step: int, total: int) -> bool:
+            self.scale = min(1.0, step / max(fraction * total, 1.0))
+            return self.scale >= 1.0
+
+        return on_step
+
+
+def quantized_weights(quantizer: LearnedQuantizer, mode: str, lam: float, pixels: int,
+                      latents_only: bool = False) -> RateTransform:
+    """The quantizer's weights and the rate term ``lam * estimated bits / pixels`` as a weight
+    transform for :func:`compress.fit.train` (see :class:`RateTransform`)."""
+    return RateTransform(quantizer, mode, lam, pixels, latents_only)
 
 
 def code_tensor(weight: np.ndarray, step: np.float16, max_symbol: int, mask: np.ndarray | None,

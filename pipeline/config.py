@@ -18,6 +18,7 @@ from pipeline.errors import InputError
 
 PRECISIONS = ("auto", "float32", "bf16")
 RATE_FROM_START = ("none", "latents", "all")
+OPTIMIZERS = ("adam", "soap")  # compress.optimizers.OPTIMIZERS builds them
 MAX_STAGES = 8
 
 
@@ -171,6 +172,12 @@ class FitConfig:
     # "auto": bf16 autocast where the device computes it natively (CUDA; CPUs with AVX-512 BF16
     # or AMX), float32 elsewhere; "float32" always; "bf16" wherever autocast supports it.
     precision: str = "auto"
+    # The optimizer (compress.optimizers): "adam" for everything, or "soap" for the network's
+    # matrices and kernels with Adam for the rest.
+    optimizer: str = "adam"
+    # The per-frame latents' learning rate as a multiple of ``lr`` (each latent frame is updated
+    # once an epoch, the shared weights every step).
+    latent_lr: float = 1.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -186,6 +193,10 @@ class FitConfig:
             raise InputError("fit.l1_weight, fit.ssim_weight and fit.mse_weight must be >= 0 and not all 0")
         if self.precision not in PRECISIONS:
             raise InputError(f"fit.precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise InputError(f"fit.optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        if not (isinstance(self.latent_lr, (int, float)) and 0 < self.latent_lr <= 1000):
+            raise InputError(f"fit.latent_lr must be in (0, 1000], got {self.latent_lr!r}")
 
 
 @dataclass(frozen=True)
@@ -211,6 +222,9 @@ class CodecConfig:
     # models learned from the first step): "none" (the fit is for distortion alone), "latents"
     # (the latent grids; the weights join in the rate-distortion fine-tune) or "all".
     rate_from_start: str = "none"
+    # With the rate term from the start: the fraction of the fit over which its weight grows
+    # linearly from 0 to lambda (0: lambda from the first step).
+    rate_warmup: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.prune_ratio < 1:
@@ -226,6 +240,8 @@ class CodecConfig:
         if self.rate_from_start not in RATE_FROM_START:
             raise InputError(f"codec.rate_from_start must be one of {', '.join(RATE_FROM_START)}, "
                              f"got {self.rate_from_start!r}")
+        if not 0 <= self.rate_warmup < 1:
+            raise InputError(f"codec.rate_warmup must be in [0, 1), got {self.rate_warmup!r}")
         if self.rate_from_start != "none" and self.quality is None:
             raise InputError("codec.rate_from_start needs a rate term (quality)")
         for name in ("prune_epochs", "rd_epochs", "qat_epochs"):
