@@ -74,6 +74,13 @@ class LatentRate(torch.nn.Module):
         f[3, :, :, 1:, :-1] = u[:, :, :-1, 1:]
         return f
 
+    @torch.no_grad()
+    def start_at(self, mean_magnitude: float) -> None:
+        """Starts the scale at the Laplace scale of symbols of this mean magnitude (values that do
+        not start at zero: a grid coded as latents)."""
+        index = 4.0 * (math.log2(max(mean_magnitude, 2.0**-4)) + 4.0)
+        self.scale_bias.fill_(min(max(index, 0.0), SCALES - 1) / self.INDEX_UNIT)
+
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """Bits of each symbol of ``u`` ([T, C, H, W], in steps) under the context model."""
         u = u.clamp(-LATENT_BOUND, LATENT_BOUND)

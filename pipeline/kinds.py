@@ -45,12 +45,14 @@ class NetworkKind:
     # Channel counts (ints or tuples of ints) that ``with_width`` scales; empty: the width is fixed.
     width_fields: tuple[str, ...] = ()
     check: Callable[[NetworkConfig], None] | None = None  # what only this kind constrains
-    # Parameters whose name starts with this are latents, context-coded (format version 3).
+    # Parameters whose name starts with this are per-frame latents, context-coded (format version 3).
     latent_prefix: str | None = None
+    # Other grids context-coded like the latents (their first dimension taken as time), not by histograms.
+    context_prefixes: tuple[str, ...] = ()
 
     def is_latent(self, name: str) -> bool:
-        """Whether the parameter ``name`` is a latent grid (context-coded, not a weight)."""
-        return self.latent_prefix is not None and name.startswith(self.latent_prefix)
+        """Whether the parameter ``name`` is context-coded (a latent grid, or a grid coded as one), not a weight."""
+        return name.startswith(tuple(p for p in (self.latent_prefix,) if p) + self.context_prefixes)
 
     @property
     def scales_width(self) -> bool:
@@ -96,6 +98,15 @@ class NetworkKind:
         return self.network(config)
 
 
+_LATENT_KIND = dict(  # what enerv-latent and enerv-ctx share
+    fields=_STAGES + _TIME_ENCODING + ("mod_dim", "time_grid_spacing", "time_grid_channels", "time_grid_knots",
+                                       "space_grid_scales", "space_grid_channels", "latent_scales", "latent_channels",
+                                       "latent_frames"),
+    clip_fields=("time_grid_knots", "latent_frames"),
+    for_clip=latents_for_clip,
+    width_fields=("fc_dim", "lower_width", "mod_dim", "time_grid_channels", "space_grid_channels", "latent_channels"),
+)
+
 KINDS: dict[str, NetworkKind] = {kind.name: kind for kind in (
     NetworkKind(
         "enerv", ENeRV,
@@ -116,14 +127,16 @@ KINDS: dict[str, NetworkKind] = {kind.name: kind for kind in (
     ),
     NetworkKind(
         "enerv-latent", LatentENeRV,
-        fields=_STAGES + _TIME_ENCODING + ("mod_dim", "time_grid_spacing", "time_grid_channels", "time_grid_knots",
-                                           "space_grid_scales", "space_grid_channels", "latent_scales",
-                                           "latent_channels", "latent_frames"),
-        clip_fields=("time_grid_knots", "latent_frames"),
-        for_clip=latents_for_clip,
-        width_fields=("fc_dim", "lower_width", "mod_dim", "time_grid_channels", "space_grid_channels",
-                      "latent_channels"),
+        **_LATENT_KIND,
         latent_prefix=LATENT_PREFIX,
+    ),
+    # enerv-latent with its temporal and static grids context-coded too: a temporal grid's knots
+    # are coded as latent frames (the previous knot is the context), a static grid as one frame.
+    NetworkKind(
+        "enerv-ctx", LatentENeRV,
+        **_LATENT_KIND,
+        latent_prefix=LATENT_PREFIX,
+        context_prefixes=("time_grids.", "space_grids."),
     ),
 )}
 
