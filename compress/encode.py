@@ -19,7 +19,15 @@ import torch
 
 from compress.fit import Clip, FitInterrupted, fit_network, save_checkpoint, train
 from compress.persist import FitCache, fit_fingerprint, load_fit_checkpoint, planned_in
-from compress.plan import BudgetPacer, StepSeconds, estimate_seconds, measure_step_seconds, plan_for_budget, plan_lines
+from compress.plan import (
+    BudgetPacer,
+    StepSeconds,
+    coding_load,
+    estimate_seconds,
+    measure_step_seconds,
+    plan_for_budget,
+    plan_lines,
+)
 from compress.prune import apply_masks, masked_weights, prune_by_magnitude
 from compress.quantize import (
     NOISE,
@@ -80,6 +88,7 @@ class StagePlan:
     steps: StepSeconds
     estimate: float
     parameters: int
+    coding_load: int  # the parameters as the coding time sees them (compress.plan.coding_load)
 
 
 def plan_segment(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, time_budget: float | None,
@@ -87,16 +96,16 @@ def plan_segment(model: torch.nn.Module, clip: Clip, preset: CodecPreset, *, tim
     """The epochs of a segment (the preset's; laid over ``time_budget`` seconds when given; those a
     resumed run planned) and their estimated time, from steps timed on this device."""
     steps = measure_step_seconds(model, clip, preset)
-    parameters = count_parameters(model)
+    parameters, load = count_parameters(model), coding_load(model)
     epochs = EpochPlan.of(preset)
     if resumed is not None:
         epochs = resumed
     elif time_budget is not None:
         budget = time_budget - steps.frame * reserved_frames
-        epochs = plan_for_budget(epochs, steps, clip.num_frames, preset.fit.batch_size, budget, parameters)
-    estimate = estimate_seconds(epochs, steps, clip.num_frames, preset.fit.batch_size, parameters,
+        epochs = plan_for_budget(epochs, steps, clip.num_frames, preset.fit.batch_size, budget, load)
+    estimate = estimate_seconds(epochs, steps, clip.num_frames, preset.fit.batch_size, load,
                                 fit_measured=time_budget is None)
-    return StagePlan(epochs, steps, estimate, parameters)
+    return StagePlan(epochs, steps, estimate, parameters, load)
 
 
 @contextlib.contextmanager
@@ -150,9 +159,10 @@ def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: 
     if quantizer is not None:
         pixels = clip.num_frames * clip.height * clip.width
         latents_only = preset.codec.rate_from_start == "latents"
-        rate = {"transform": quantized_weights(quantizer, NOISE, lambda_for_quality(preset.codec.quality), pixels,
-                                               latents_only=latents_only),
-                "companion": quantizer, "companion_lr": STEP_LR}
+        transform = quantized_weights(quantizer, NOISE, lambda_for_quality(preset.codec.quality), pixels,
+                                      latents_only=latents_only)
+        rate = {"transform": transform, "companion": quantizer, "companion_lr": STEP_LR,
+                "on_step": transform.warm_up(preset.codec.rate_warmup)}
         cache = None
     if state is not None and state.get("stage") == "fitted":
         model.load_state_dict(state["model"])
@@ -259,7 +269,7 @@ def encode_segment(
     pacer = None
     if time_budget is not None:
         pacer = BudgetPacer(started + time_budget - plan.steps.frame * measured_after, plan.epochs, plan.steps, T,
-                            preset.fit.batch_size, plan.parameters)
+                            preset.fit.batch_size, plan.coding_load)
     stages = _Stages(plan.epochs, math.ceil(T / preset.fit.batch_size), pacer)
 
     fingerprint = fit_fingerprint(preset, plan.epochs, source_id, frames)
