@@ -3,8 +3,11 @@
     python -m benchmarks.speed [--preset NAME | --config FILE] [--input VIDEO] [--device auto]
     python -m benchmarks.speed --decode-only --preset NAME --size WxH [--device auto]
 
-Prints one JSON object.  Times are medians over repeated runs after a warm-up. The fit
-throughput times :func:`compress.fit.training_step`, the step that fitting runs. The
+Prints one JSON object on stdout (also written to ``--json PATH``) and, on stderr, a table of
+where a training step's time goes. Times are medians over repeated runs after a warm-up. The fit
+throughput times :func:`compress.fit.training_step`, the step that fitting runs, as the preset's
+fit runs it (with ``codec.rate_from_start``, on the noisy quantizer's weights with the rate
+term); ``step_parts`` splits that step into its parts (:mod:`benchmarks.step_parts`). The
 ``decode`` part times the decoder's own steps on a file of the preset at the given size
 (entropy decoding, network build, batch-invariant rendering), beside a batched forward
 pass of 8 frames for comparison.
@@ -23,14 +26,16 @@ import numpy as np
 import torch
 
 from benchmarks.machine import machine_info
+from benchmarks.step_parts import StepParts, fit_step_for, measure_step_parts, step_parts_table
 from compress.fit import Clip, training_step
 from compress.prune import apply_masks, prune_by_magnitude
-from compress.quantize import LearnedQuantizer, quantize_network
+from compress.quantize import LATENT_STEP, quantize_network, quantizer_for
 from decompress.frame_source import load_network
 from pipeline.bitstream import StreamHeader, read_bitstream, write_bitstream
 from pipeline.cli_common import OneLineErrorParser, run_command
 from pipeline.config import load_config, load_preset
 from pipeline.geometry import resolve_network
+from pipeline.kinds import network_kind
 from pipeline.networks import build_network, count_parameters, frame_times
 from pipeline.render import FrameRenderer, resolve_device
 from pipeline.stages import median_seconds
@@ -49,7 +54,9 @@ def _median_seconds(fn, device: torch.device, repeats: int, warmup: int = 2) -> 
     return median_seconds(fn, repeats=repeats, warmup=warmup, sync=(lambda: _sync(device)))
 
 
-def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> dict:
+def measure(preset, frames: np.ndarray, device: torch.device, repeats: int, reference_size: int = 256) -> dict:
+    """The fit, render and entropy-decoding figures of ``preset`` on ``frames``; ``step_parts``
+    holds :class:`benchmarks.step_parts.StepParts` (its reference convolution at ``reference_size``)."""
     T, H, W = frames.shape[:3]
     network = resolve_network(preset.network, W, H, T)
     torch.manual_seed(0)
@@ -57,18 +64,17 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
     clip = Clip.from_numpy(frames, device)
     batch = preset.fit.batch_size
     idx = torch.arange(min(batch, T), device=device)
-    # The step and optimizer that fitting runs (compress.fit.train), at the preset's learning rate.
-    params = dict(model.named_parameters())
-    optimizer = torch.optim.Adam(params.values(), lr=preset.fit.lr, betas=preset.fit.betas)
-    model.train()
+    # The step, weight transform and optimizer that fitting runs, at the preset's learning rates.
+    step = fit_step_for(preset, model, clip, idx)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
 
     def fit_step():
-        if training_step(model, params, optimizer, clip, idx, preset.fit) is None:
+        if training_step(model, step.params, step.optimizer, clip, idx, preset.fit, step.transform) is None:
             raise RuntimeError("the loss is not finite; the timing would not be of a training step")
 
     fit_s = _median_seconds(fit_step, device, repeats)
+    parts = measure_step_parts(step, repeats, reference_size=reference_size)
     render_batch = torch.arange(min(8, T), device=device)
     model.eval()
 
@@ -78,7 +84,7 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
 
     render_s = _median_seconds(render, device, repeats)
 
-    coded = quantize_network(model, LearnedQuantizer(params, bits=preset.codec.bits))
+    coded = quantize_network(model, step.quantizer or quantizer_for(model, preset.codec))
     data, _ = write_bitstream(StreamHeader(network, W, H, T, 24.0), coded)
     symbols = sum(c.symbols.size for c in coded)
     decode_s = _median_seconds(lambda: read_bitstream(data), torch.device("cpu"), max(3, repeats // 2), warmup=1)
@@ -95,6 +101,8 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
         "batch_size": batch,
         "fit_frames_per_second": len(idx) / fit_s,
         "fit_seconds_per_epoch": T / (len(idx) / fit_s),
+        "fit_rate_term": step.transform is not None,
+        "step_parts": parts,
         "render_frames_per_second": len(render_batch) / render_s,
         "entropy_decode_symbols_per_second": symbols / decode_s,
         "bitstream_bytes": len(data),
@@ -105,21 +113,43 @@ def measure(preset, frames: np.ndarray, device: torch.device, repeats: int) -> d
     }
 
 
+def _fill_latents(model: torch.nn.Module) -> None:
+    """The latent grids of ``model`` (if its kind has them) set to noise of about two latent steps."""
+    kind = network_kind(model.config.kind)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if kind.is_latent(name):
+                p.normal_(0.0, 2 * LATENT_STEP)
+
+
+def _emit(result: dict, json_path: str | None, parts: StepParts | None) -> None:
+    """The JSON on stdout (and in ``json_path``), the step's table on stderr."""
+    text = json.dumps(result, indent=2, default=lambda o: o.as_dict())
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+    if parts is not None:
+        print(step_parts_table(parts), file=sys.stderr)
+
+
 def measure_decode(preset, width: int, height: int, device: torch.device, frames: int, repeats: int) -> dict:
     """The decoder's steps on a file of ``preset`` at ``width`` x ``height``, ``frames`` long.
 
     The weights are random (pruned and quantized as the preset says): the speed of dense
-    layers does not depend on their values. Rendering goes through the decoder's renderer,
-    one frame per forward pass, each frame on the host when timed; the batched forward
-    pass beside it (8 frames at once, output left on the device) is what rendering cost
-    before it was made batch-invariant, timed alternately in the same process.
+    layers does not depend on their values. Latent grids (which the network starts at zero) are
+    filled with noise of about two steps, so that their context coder decodes symbols of some
+    variety, and carry the quantizer's context models as in a real file. Rendering goes through
+    the decoder's renderer, one frame per forward pass, each frame on the host when timed; the
+    batched forward pass beside it (8 frames at once, output left on the device) is what
+    rendering cost before it was made batch-invariant, timed alternately in the same process.
     """
     network = resolve_network(preset.network, width, height, frames)
     torch.manual_seed(0)
     model = build_network(network)
+    _fill_latents(model)
     masks = prune_by_magnitude(model, preset.codec.prune_ratio)
     apply_masks(model, masks)
-    coded = quantize_network(model, LearnedQuantizer(dict(model.named_parameters()), masks, bits=preset.codec.bits))
+    coded = quantize_network(model, quantizer_for(model, preset.codec, masks))
     data, _ = write_bitstream(StreamHeader(network, width, height, frames, 24.0), coded)
     symbols = sum(c.symbols.size for c in coded)
     entropy_s = _median_seconds(lambda: read_bitstream(data), torch.device("cpu"), max(3, repeats // 2), warmup=1)
@@ -184,6 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--decode-only", action="store_true", help="only the decoder's figures (no fitting)")
     p.add_argument("--decode-frames", type=int, default=16, help="frames rendered per decode run")
+    p.add_argument("--reference-size", type=int, default=256, metavar="N",
+                   help="side of the reference 3x3 convolution (64->64, batch 4) (default: 256)")
+    p.add_argument("--json", metavar="PATH", help="also write the JSON object to PATH")
     args = p.parse_args(argv)
     from pipeline.video_io import parse_frame_range, parse_frame_size
 
@@ -196,17 +229,15 @@ def main(argv: list[str] | None = None) -> int:
             info = probe_video(args.input)
             width, height = info.width, info.height
         decode = measure_decode(preset, width, height, device, args.decode_frames, args.repeats)
-        json.dump({"decode": decode}, sys.stdout, indent=2)
-        print()
+        _emit({"decode": decode}, args.json, None)
         return 0
     video = read_video(args.input, frame_range=parse_frame_range(args.frames),
                        size=parse_frame_size(args.size) if args.size else None)
-    result = measure(preset, video.frames, device, args.repeats)
+    result = measure(preset, video.frames, device, args.repeats, args.reference_size)
     # After the fitting figures, so that its memory does not count in their peak.
     result["decode"] = measure_decode(preset, video.info.width, video.info.height, device, args.decode_frames,
                                       args.repeats)
-    json.dump(result, sys.stdout, indent=2)
-    print()
+    _emit(result, args.json, result["step_parts"])
     return 0
 
 
