@@ -112,6 +112,11 @@ class Codec(ABC):
     def setting(self) -> str:
         """The curve's name within its codec: 'medium-yuv420p', 'enerv-cpu-s'."""
 
+    def key_setting(self) -> str:
+        """The setting as the point cache's key names it (E-NeRV leaves out a budget that its
+        description holds anyway, so a point keeps its key in a run of one budget or several)."""
+        return self.setting()
+
     @abstractmethod
     def points(self) -> tuple[Point, ...]:
         """The curve's points, in the order they run."""

@@ -7,6 +7,17 @@ import pandas as pd
 from benchmarks.registry import ANCHOR_CODECS, anchor, chroma_label
 
 ENVELOPE = "envelope"  # the setting name of the E-NeRV curve made of all its settings' points
+BUDGET_MARK = "@"  # an E-NeRV setting of a run with several budgets: 'enerv-grid-m@300s'
+
+
+def budget_setting(preset: str, budget_seconds: float) -> str:
+    """The setting of a preset's curve at one of several time budgets: 'enerv-grid-m@300s'."""
+    return f"{preset}{BUDGET_MARK}{budget_seconds:g}s"
+
+
+def preset_of_setting(setting: str) -> str:
+    """An E-NeRV setting without its budget: 'enerv-grid-m@300s' -> 'enerv-grid-m'."""
+    return setting.split(BUDGET_MARK, 1)[0]
 
 
 def curve_order(key: tuple[str, str]) -> tuple:
@@ -36,9 +47,12 @@ def curve_rows(results: pd.DataFrame, codec: str, setting: str) -> pd.DataFrame:
 
 
 def curve_label(codec: str, setting: str) -> str:
-    """'x264 medium 4:2:0 low-delay', 'SVT-AV1 preset 6 4:2:0', 'VVenC medium 4:2:0 10-bit', 'E-NeRV enerv-grid-m'..."""
+    """'x264 medium 4:2:0 low-delay', 'SVT-AV1 preset 6 4:2:0', 'VVenC medium 4:2:0 10-bit', 'E-NeRV enerv-grid-m',
+    'E-NeRV enerv-grid-m @300s'..."""
     if codec == "enerv":
-        return "E-NeRV, all settings (Pareto envelope)" if setting == ENVELOPE else f"E-NeRV {setting}"
+        if setting == ENVELOPE:
+            return "E-NeRV, all settings (Pareto envelope)"
+        return "E-NeRV " + setting.replace(BUDGET_MARK, " " + BUDGET_MARK, 1)
     spec = anchor(codec)
     parts = setting.split("-")
     words = [spec.title if spec else codec]

@@ -28,6 +28,7 @@ import numpy as np
 
 from benchmarks.budget import budget_factor, measure_steps, within_budget
 from benchmarks.codec import Codec, Encoded, SourceClip
+from benchmarks.curves import budget_setting
 from compress.fit import FitInterrupted
 from compress.plan import estimate_seconds
 from compress.result import ENCODER_NAME
@@ -147,10 +148,11 @@ class ENeRV(Codec):
     curve: tuple[ENeRVPoint, ...]
     device: str = "cpu"
     budget_seconds: float = 0.0
+    budget_in_setting: bool = False  # one of several budgets: the curve's name says which ('enerv-grid-m@300s')
     fit_cache: Path | None = None
     resume: bool = True  # continue an interrupted point from its checkpoint
     progress: bool = False
-    # Seconds per epoch measured for the budget, per source: this object's own memo.
+    # Seconds per epoch measured for the budget, per source (the plan shares one between a preset's budgets).
     _estimates: dict = field(default_factory=dict, compare=False, repr=False)
 
     name = "enerv"
@@ -158,7 +160,10 @@ class ENeRV(Codec):
     knob = ",".join(k.name for k in KNOBS)
 
     def setting(self) -> str:
-        return self.preset.name
+        return budget_setting(self.preset.name, self.budget_seconds) if self.budget_in_setting else self.preset.name
+
+    def key_setting(self) -> str:
+        return self.preset.name  # the budget is in describe()
 
     def points(self) -> tuple[ENeRVPoint, ...]:
         return self.curve

@@ -57,8 +57,8 @@ class Plan:
 
 
 def job_key(video: VideoSource, codec: Codec, point: Point) -> str:
-    blob = json.dumps({"schema": SCHEMA, "video": video.fingerprint, "codec": codec.name, "setting": codec.setting(),
-                       "point": codec.describe(point)}, sort_keys=True)
+    blob = json.dumps({"schema": SCHEMA, "video": video.fingerprint, "codec": codec.name,
+                       "setting": codec.key_setting(), "point": codec.describe(point)}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
@@ -159,10 +159,14 @@ def make_plan(settings: BenchSettings, store: FrameStore) -> Plan:
 
         device = resolve_device(settings.device).type
         progress = not settings.quiet and sys.stderr.isatty()
-        for preset in settings.enerv_presets:
-            codecs.append(ENeRV(preset=preset, curve=settings.enerv_points, device=device,
-                                budget_seconds=settings.budget_seconds, fit_cache=settings.output / "fits",
-                                resume=not settings.force, progress=progress))
+        several = len(settings.budget_seconds) > 1  # each budget its own curves, named by it
+        timings: dict[str, dict] = {}  # a preset's step timings, measured once for all its budgets
+        for budget in settings.budget_seconds:
+            for preset in settings.enerv_presets:
+                codecs.append(ENeRV(preset=preset, curve=settings.enerv_points, device=device, budget_seconds=budget,
+                                    budget_in_setting=several, fit_cache=settings.output / "fits",
+                                    resume=not settings.force, progress=progress,
+                                    _estimates=timings.setdefault(preset.name, {})))
     # Anchors first in the table, as before; the inputs last, their checks cost the most.
     anchors, skipped = _anchors(settings)
     codecs = anchors + codecs

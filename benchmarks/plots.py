@@ -231,3 +231,36 @@ def plot_time_axis(table: pd.DataFrame, png: Path, caption: str) -> None:
                         bottom=(1.0 + 0.2 * legend_rows + 0.15 * (wrapped.count("\n") + 1)) / height, wspace=0.22)
     fig.text(0.01, 0.01, wrapped, fontsize=7.5, va="bottom", ha="left")
     _save(fig, png, "png")
+
+
+def plot_budget_curve(table: pd.DataFrame, png: Path, caption: str, crossing_seconds: float = math.nan,
+                      crossing_label: str = "") -> None:
+    """BD-rate (%) of each budget's E-NeRV curve against seconds per point (log), one line per anchor,
+    with 0 drawn across and, where known, the budget at which BD-rate reaches 0."""
+    fig = Figure(figsize=(7.5, 5.6))
+    ax = fig.add_subplot(1, 1, 1)
+    keys = list(dict.fromkeys(zip(table["anchor_codec"], table["anchor_setting"])))
+    styles = curve_styles(keys)
+    for key in keys:
+        rows = table[(table["anchor_codec"] == key[0]) & (table["anchor_setting"] == key[1])]
+        rows = rows.sort_values("budget_seconds")
+        style = styles[key]
+        ax.plot(rows["budget_seconds"], rows["bd_rate_psnr_rgb"].astype(float), label=f"vs {curve_label(*key)}",
+                color=style["color"], marker=style["marker"], linestyle=style["linestyle"], linewidth=1.5)
+    ax.axhline(0.0, color="#444444", linewidth=1.0)
+    if math.isfinite(crossing_seconds):
+        ax.plot([crossing_seconds], [0.0], marker="o", markersize=9, markerfacecolor="none", color="#d62728",
+                linestyle="none", label=crossing_label)
+    ax.set_xscale("log")
+    ax.set_xticks(sorted(set(table["budget_seconds"].astype(float))))
+    ax.xaxis.set_major_formatter(FuncFormatter(_tick))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
+    ax.set_xlabel("E-NeRV time budget (seconds per point; log scale)")
+    ax.set_ylabel("BD-rate on PSNR-RGB (%; below 0: fewer bits than the anchor)")
+    ax.set_title("What minutes buy: E-NeRV against the anchors", fontsize=10)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7.5)
+    wrapped = "\n".join(textwrap.wrap(caption, width=110))
+    fig.subplots_adjust(left=0.12, right=0.97, top=0.93, bottom=(0.65 + 0.15 * (wrapped.count("\n") + 1)) / 5.6)
+    fig.text(0.01, 0.01, wrapped, fontsize=7, va="bottom", ha="left")
+    _save(fig, png, "png")

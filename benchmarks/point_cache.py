@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.curves import curve_label
 from benchmarks.plan import SCHEMA, Job
 from pipeline.files import write_atomically
 
@@ -61,6 +62,9 @@ class PointCache:
         except (OSError, KeyError, TypeError):
             return None
         row["video"] = job.video.name  # the name depends on the other inputs of this run
+        # So does an E-NeRV curve's name: with a budget in it only when the run sweeps several.
+        row["setting"] = job.codec.setting()
+        row["label"] = curve_label(job.codec.name, row["setting"])
         return PointRecord(job.key, row, tuple(record.get("history") or ()))
 
     def save(self, job: Job, row: dict, history: tuple[dict, ...]) -> PointRecord:

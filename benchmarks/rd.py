@@ -5,7 +5,8 @@
 For each input and codec it encodes at several rate points, decodes each file, measures it
 against the source and writes into the output folder: ``results.csv`` (one row per point),
 ``bd_rate.csv``, ``rd.png``/``rd.svg`` (and ``rd_vmaf.png``), ``time_axis.csv``/``.png``,
-``time_to_quality.png``/``.csv``, ``run.json`` and ``report.md``. The encoded files stay under
+``budget_curve.csv``/``.png`` (with several ``--budget-seconds``), ``time_to_quality.png``/``.csv``,
+``run.json`` and ``report.md``. The encoded files stay under
 ``files/``; each finished point is cached as one JSON file under ``cache/`` and each E-NeRV fit
 under ``fits/``, so an interrupted benchmark continues where it stopped (``--force`` recomputes).
 

@@ -4,7 +4,8 @@
 
 writes ``bd_rate.csv``, ``rd.png``/``rd.svg`` and ``report.md`` into DIR, and where the
 results allow it ``rd_vmaf.png`` (points with VMAF), ``time_axis.csv``/``.png`` (curves that
-span the time axis's rates) and ``time_to_quality.png`` (``time_to_quality.csv`` beside the
+span the time axis's rates), ``budget_curve.csv``/``.png`` (E-NeRV at several time budgets:
+"What minutes buy") and ``time_to_quality.png`` (``time_to_quality.csv`` beside the
 results). Every fact
 the report states comes from the rows: codec versions and flags, epochs, budgets, how the
 points ran, the machines that measured them. A ``run.json`` beside the results (enerv-bench
@@ -19,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks import plots, tables, time_axis
+from benchmarks import budget_curve, plots, tables, time_axis
 from benchmarks.bd import BD_METHODS, bd_table, metrics_of
+from benchmarks.curves import curve_label
 from benchmarks.registry import ANCHOR_CODECS, ANCHORS
 from benchmarks.report_notes import (
     RunSummary,
@@ -44,8 +46,13 @@ HISTORY_COLUMNS = ["video", "setting", "point", "fit_key", "epoch", "seconds", "
 
 
 def report_text(results: pd.DataFrame, bd: pd.DataFrame, run: RunSummary | None, bd_method: str,
-                time_to_quality: bool, axis: pd.DataFrame | None = None, vmaf_plot: bool = False) -> str:
+                time_to_quality: bool, axis: pd.DataFrame | None = None, vmaf_plot: bool = False,
+                minutes: pd.DataFrame | None = None) -> str:
+    """``minutes``: :func:`benchmarks.budget_curve.budget_bd` of results with several budgets (its
+    section, "What minutes buy", is there when it has rows)."""
     axis = time_axis.time_axis(results) if axis is None else axis
+    minutes_text = ("\n## What minutes buy\n\n" + budget_curve.markdown(minutes, results) + "\n"
+                    if minutes is not None and not minutes.empty else "")
     if time_to_quality:
         ttq = ("![PSNR against encoding time](time_to_quality.png)\n\n"
                "The lines are the training-time estimate that the fit records after each epoch (float outputs, "
@@ -81,7 +88,7 @@ curve (its first `--quick` preset in 4:2:0 where the results have it), and the m
 seconds of one of its points (the whole clip). * as in the tables below.
 
 {tables.summary_table(results, bd)}
-
+{minutes_text}
 ## BD-rate against the anchors
 
 Average over videos; per-video values are in `bd_rate.csv`. Each cell: BD-rate / BD-PSNR of the
@@ -171,6 +178,26 @@ file; the source is decoded once per video for every codec, and that time is in 
 """
 
 
+def write_budget_curve(results: pd.DataFrame, out: Path, method: str) -> pd.DataFrame | None:
+    """budget_curve.csv and .png where the results hold several E-NeRV budgets (else None, and an
+    earlier build's files are removed)."""
+    minutes = budget_curve.budget_bd(results, method) if len(budget_curve.budgets(results)) > 1 else None
+    if minutes is None or minutes.empty:
+        for name in ("budget_curve.csv", "budget_curve.png"):
+            (out / name).unlink(missing_ok=True)
+        return None
+    write_atomically(out / "budget_curve.csv", minutes.to_csv(index=False).encode())
+    anchor = budget_curve.crossing_anchor(results)
+    found = budget_curve.crossing(minutes, anchor)
+    mark = "" if anchor is None else f"BD-rate 0 vs {curve_label(*anchor)} ({found.kind})"
+    plots.plot_budget_curve(budget_curve.main_curve(minutes), out / "budget_curve.png",
+                            "Each budget's E-NeRV curve (the Pareto envelope over its presets, if several) against "
+                            "each anchor curve; BD-rate on PSNR-RGB averaged over the videos. x: the budget each "
+                            "point's epochs were scaled to (estimated before the fit), not its measured encode time.",
+                            found.seconds, mark)
+    return minutes
+
+
 def build_report(results_csv: Path, out: Path, bd_method: str | None = None) -> pd.DataFrame:
     """Writes bd_rate.csv, the figures and report.md into ``out`` from a results file (and the
     ``time_to_quality.csv`` and ``run.json`` beside it, when they are there); returns the BD table."""
@@ -192,11 +219,13 @@ def build_report(results_csv: Path, out: Path, bd_method: str | None = None) -> 
     for name, written in (("rd_vmaf.png", vmaf_plot), ("time_axis.csv", axis_plot), ("time_axis.png", axis_plot)):
         if not written:
             (out / name).unlink(missing_ok=True)  # an earlier build's would not match these results
+    minutes = write_budget_curve(results, out, method)
     history_csv = results_csv.parent / "time_to_quality.csv"
     history = pd.read_csv(history_csv) if history_csv.is_file() else pd.DataFrame(columns=HISTORY_COLUMNS)
     if not history.empty:
         plots.plot_time_to_quality(history, results, out / "time_to_quality.png")
-    text = report_text(results, bd, run, method, time_to_quality=not history.empty, axis=axis, vmaf_plot=vmaf_plot)
+    text = report_text(results, bd, run, method, time_to_quality=not history.empty, axis=axis, vmaf_plot=vmaf_plot,
+                       minutes=minutes)
     write_atomically(out / "report.md", text.encode())
     return bd
 

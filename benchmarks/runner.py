@@ -59,12 +59,39 @@ def dry_run(plan: Plan, cache: PointCache) -> int:
         detail = ""
         if isinstance(job.codec, ENeRV):
             epochs = EpochPlan.of(job.codec.point_preset(job.point)).text
-            budget = plan.settings.budget_seconds
+            budget = job.codec.budget_seconds
             detail = f" ({epochs} epochs" + (f", budget {budget:g} s" if budget else "") + ")"
         print(f"[{i}/{len(plan.jobs)}] {job.video.name} {curve_label(job.codec.name, job.codec.setting())} "
               f"{job.point.label}{detail}: {'cached' if cached else 'would run'}")
     print(f"{todo} to run, {len(plan.jobs) - todo} cached")
+    for line in time_estimate(plan):
+        print(line)
     return 0
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds:,.0f} s ({seconds / 60:,.1f} min)"
+
+
+def time_estimate(plan: Plan) -> list[str]:
+    """The dry run's time estimate: each budget times its E-NeRV points (every clip, cached or not), and
+    the anchors' points, which have no estimate. A point's encode time counts its shared fit in full, so
+    points that share a fit take less wall time than their budgets' sum; a point can also run over."""
+    enerv = [j for j in plan.jobs if isinstance(j.codec, ENeRV)]
+    lines, total = [], 0.0
+    for budget in dict.fromkeys(j.codec.budget_seconds for j in enerv):
+        n = sum(j.codec.budget_seconds == budget for j in enerv)
+        if budget <= 0:
+            lines.append(f"no budget: {n} E-NeRV points, time not estimated")
+            continue
+        total += n * budget
+        lines.append(f"budget {budget:g} s: {n} E-NeRV points x {budget:g} s = {_minutes(n * budget)}")
+    anchors = len(plan.jobs) - len(enerv)
+    if total or anchors:
+        lines.append(f"estimated time: {_minutes(total)} for E-NeRV (the sum of its budgets over points and clips; "
+                     f"points that share a fit take less) + {anchors} anchor points (not estimated; the README "
+                     "lists their encode seconds per point)")
+    return lines
 
 
 def add_vmaf(job: Job, record: PointRecord, clip: SourceClip, plan: Plan, cache: PointCache) -> PointRecord:

@@ -33,7 +33,7 @@ QUICK = {
     "mode": "quick",
     "enerv_presets": ["enerv-grid-xs", "enerv-grid-m", "enerv-grid-xl"],
     "enerv_points": "40,60",
-    "budget_seconds": 300.0,
+    "budget_seconds": (300.0,),
     "pix_fmts": list(PIX_FMTS),
     "low_delay": False,
 }
@@ -41,7 +41,7 @@ FULL = {
     "mode": "full",
     "enerv_presets": ["enerv-grid-xs", "enerv-grid-s", "enerv-grid-m", "enerv-grid-l", "enerv-grid-xl"],
     "enerv_points": "30,40,50,60,70",
-    "budget_seconds": 0.0,
+    "budget_seconds": (0.0,),
     "pix_fmts": list(PIX_FMTS),
     "low_delay": True,
 }
@@ -57,7 +57,7 @@ class BenchSettings:
     codecs: tuple[str, ...]
     enerv_presets: tuple[CodecPreset, ...]  # --epochs applied
     enerv_points: tuple[ENeRVPoint, ...]
-    budget_seconds: float
+    budget_seconds: tuple[float, ...]  # per point, ascending; (0.0,) = none; several: one curve per preset each
     device: str  # as asked: auto, cpu or cuda
     explicit_codecs: bool  # --codecs was given: a codec this ffmpeg lacks is an error, not skipped
     rates: dict[str, tuple[float, ...]]  # anchor -> its CRFs (QPs for vvenc)
@@ -93,9 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                                           f"(default: {QUICK['enerv_points']} with --quick, "
                                           f"else {FULL['enerv_points']})")
     g.add_argument("--epochs", type=int, help="fitting epochs instead of the preset's (fine-tune epochs scale along)")
-    g.add_argument("--budget-seconds", type=float,
+    g.add_argument("--budget-seconds", metavar="SECONDS[,SECONDS...]",
                    help="time budget per E-NeRV point: fewer epochs when the estimated fit + fine-tune time is "
-                        "longer, one factor for a whole curve (0 = none; default 300 with --quick, else none)")
+                        "longer, one factor for a whole curve (0 = none; default 300 with --quick, else none); "
+                        "several, comma-separated (75,150,300,600), give each preset one curve per budget and the "
+                        "report a 'What minutes buy' section")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where E-NeRV fits and decodes")
     g = p.add_argument_group("anchors")
     rates = "; ".join(f"{s.name} {s.knob.upper()} {','.join(f'{v:g}' for v in s.rates['quick'])}"
@@ -136,6 +138,25 @@ def split_list(text: str, what: str) -> list[str]:
     if len(set(items)) != len(items):
         raise InputError(f"{what}: {text!r} repeats an item")
     return items
+
+
+def parse_budgets(text: str) -> tuple[float, ...]:
+    """'300' -> (300.0,); '600,75,150' -> (75.0, 150.0, 600.0); '0' -> (0.0,), no budget. 0 cannot be one
+    of several budgets (it has no place on the report's seconds axis)."""
+    budgets = []
+    for item in split_list(text, "--budget-seconds"):
+        try:
+            value = float(item)
+        except ValueError:
+            value = math.nan
+        if not (value >= 0 and math.isfinite(value)):
+            raise InputError(f"--budget-seconds must be 0 (none) or positive numbers of seconds, got {item!r}")
+        budgets.append(value)
+    if len(budgets) > 1 and 0 in budgets:
+        raise InputError(f"--budget-seconds: 0 (no budget) cannot be one of several budgets, got {text!r}")
+    if len(set(budgets)) != len(budgets):
+        raise InputError(f"--budget-seconds: {text!r} repeats a budget")
+    return tuple(sorted(budgets))
 
 
 def _check_output(out: Path) -> None:
@@ -229,9 +250,7 @@ def parse_settings(argv: list[str]) -> BenchSettings:
         raise InputError(f"--jobs must be 0 (auto) or more, got {args.jobs}")
     if args.epochs is not None and args.epochs < 1:
         raise InputError(f"--epochs must be at least 1, got {args.epochs}")
-    budget = defaults["budget_seconds"] if args.budget_seconds is None else args.budget_seconds
-    if not (budget >= 0 and math.isfinite(budget)):
-        raise InputError(f"--budget-seconds must be 0 (none) or a positive number, got {args.budget_seconds}")
+    budgets = defaults["budget_seconds"] if args.budget_seconds is None else parse_budgets(args.budget_seconds)
 
     presets: tuple[CodecPreset, ...] = ()
     points: tuple[ENeRVPoint, ...] = ()
@@ -246,7 +265,7 @@ def parse_settings(argv: list[str]) -> BenchSettings:
     anchors = tuple(c for c in codecs if c != "enerv")
     return BenchSettings(
         argv=tuple(argv), inputs=tuple(Path(p) for p in args.inputs), output=out, codecs=codecs,
-        enerv_presets=presets, enerv_points=points, budget_seconds=budget, device=args.device,
+        enerv_presets=presets, enerv_points=points, budget_seconds=budgets, device=args.device,
         explicit_codecs=args.codecs is not None,
         # Anchor options are checked only when an anchor runs (a sweep may be reused with --codecs enerv).
         rates=_rates(args.crfs, anchors, defaults["mode"]) if anchors else {},

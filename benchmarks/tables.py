@@ -144,7 +144,7 @@ def anchor_flags(results: pd.DataFrame) -> str:
     return "\n".join(lines) if lines else "(no anchor was run)"
 
 
-def _reference_curves(results: pd.DataFrame) -> list[tuple[str, str]]:
+def reference_curves(results: pd.DataFrame) -> list[tuple[str, str]]:
     """Per anchor codec, the curve the summary compares with: its first --quick preset in 4:2:0 when
     the results have it, else its first 4:2:0 curve, else its first curve."""
     chosen = []
@@ -163,7 +163,7 @@ def summary_table(results: pd.DataFrame, bd: pd.DataFrame, metric: str = "psnr_r
     """One row per curve: its average BD-rate against each anchor codec's reference curve, and its
     encode and decode seconds per point (means over its points on every video)."""
     avg = bd[bd["video"] == "average"]
-    references = _reference_curves(results)
+    references = reference_curves(results)
     rows = []
     for codec, setting in curves(results):
         c = curve_rows(results, codec, setting)

@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from benchmarks.curves import curve_label, curve_rows, curves
+from benchmarks.curves import BUDGET_MARK, curve_label, curve_rows, curves
 
 TARGET_BPP = (0.05, 0.1)
 VALUES = ("psnr_rgb", "psnr_yuv", "vmaf", "encode_seconds", "decode_seconds")
@@ -59,7 +59,8 @@ def _groups(results: pd.DataFrame) -> list[tuple[str, str, float, pd.DataFrame]]
 
 def label(codec: str, setting: str, budget: float) -> str:
     text = curve_label(codec, setting)
-    return text + (f", budget {budget:g} s" if codec == "enerv" and math.isfinite(budget) else "")
+    named = BUDGET_MARK in setting  # 'E-NeRV enerv-grid-m @300s' says it already
+    return text + (f", budget {budget:g} s" if codec == "enerv" and math.isfinite(budget) and not named else "")
 
 
 def time_axis(results: pd.DataFrame, rates: tuple[float, ...] = TARGET_BPP) -> pd.DataFrame:
