@@ -173,7 +173,7 @@ def test_clip_fields_are_what_a_kind_needs_beyond_the_geometry():
 
 
 def test_only_the_grid_kinds_scale_their_width():
-    assert {name for name, kind in KINDS.items() if kind.scales_width} == {"enerv-grid", "enerv-latent"}
+    assert {name for name, kind in KINDS.items() if kind.scales_width} == {"enerv-grid", "enerv-latent", "enerv-ctx"}
     latent = network_kind("enerv-latent").with_width(NetworkConfig(kind="enerv-latent", **SMALL), 2.0)
     assert latent.latent_channels == (2, 2) and latent.fc_dim == 32
     grid = NetworkConfig(kind="enerv-grid", **SMALL)
