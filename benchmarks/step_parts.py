@@ -69,7 +69,10 @@ class FitStep(NamedTuple):
 def fit_step_for(preset: CodecPreset, model: nn.Module, clip: Clip, indices: torch.Tensor) -> FitStep:
     """The fit's step for ``preset`` (compress.encode's ``_fit_stage`` and compress.fit.train: its
     weight transform, and its optimizer over the same groups), at the base learning rates (the
-    schedule's factor 1; a rate warm-up scales the penalty, not the work)."""
+    schedule's factor 1; a rate warm-up scales the penalty, not the work), in the layout
+    train() gives the model."""
+    if preset.fit.channels_last:
+        model.to(memory_format=torch.channels_last)
     params = dict(model.named_parameters())
     quantizer, transform = None, None
     codec = preset.codec

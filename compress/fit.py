@@ -257,6 +257,8 @@ def train(
     state (lowest epoch loss).
     """
     device = clip.frames.device
+    if fit.channels_last:  # kernels and grids in channels-last layout while training (faster convolutions)
+        model.to(memory_format=torch.channels_last)
     params = dict(model.named_parameters())
     optimizer = build_optimizer(parameter_groups(params, lr, fit, companion, companion_lr), fit)
     modules = {"model": model} if companion is None else {"model": model, "companion": companion}
@@ -387,6 +389,7 @@ def train(
     if history:
         for key, module in modules.items():
             module.load_state_dict(best_state[key])
+    model.to(memory_format=torch.contiguous_format)  # the layout the decoder renders with
     model.eval()
     return TrainResult(
         epochs=epoch,

@@ -21,7 +21,7 @@ from torch import nn
 from compress.rate import LatentRate, laplace_bits, laplace_scale_init
 from pipeline.bitstream import CodedTensor
 from pipeline.kinds import network_kind
-from pipeline.latent_coding import LATENT_BOUND, LatentContext
+from pipeline.latent_coding import LATENT_BOUND, RESIDUAL_BOUND, LatentContext
 from pipeline.latent_enerv import LATENT_PREFIX, latent_index
 from pipeline.quantization import (
     FLOAT16_MAX,
@@ -45,6 +45,13 @@ def _float16_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (x.half().float() - x).detach()
 
 
+def _like(x: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """``x`` in ``param``'s memory layout (channels-last kernels stay channels-last)."""
+    if param.dim() == 4 and not param.is_contiguous() and param.is_contiguous(memory_format=torch.channels_last):
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
 def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (torch.round(x) - x).detach()
 
@@ -61,11 +68,13 @@ class LearnedQuantizer(nn.Module):
 
     def __init__(self, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor] | None = None,
                  bits: int | None = None, init_bits: int = 8, learn_steps: bool = True,
-                 latents: tuple[str, ...] = ()):
+                 latents: tuple[str, ...] = (), weight_bound: int | None = None):
         super().__init__()
         self.names = list(params)
         self.masks = masks or {}
         self.max_symbol = qmax(bits) if bits is not None else MAX_SYMBOL
+        if weight_bound is not None:  # the weights' symbols within a bound (a bank table's alphabet)
+            self.max_symbol = min(self.max_symbol, weight_bound)
         self.learn_steps = learn_steps
         self.latent_slot = {name: i for i, name in enumerate(n for n in self.names if n in latents)}
         self.latent_rates = nn.ModuleList(LatentRate() for _ in self.latent_slot)
@@ -131,7 +140,7 @@ class LearnedQuantizer(nn.Module):
                 v, cost = v * keep, cost * keep
             bits = bits + cost.sum()
             for i, part in zip(plain, v.split(sizes)):
-                weights[self.names[i]] = part.view(params[self.names[i]].shape)
+                weights[self.names[i]] = _like(part.view(params[self.names[i]].shape), params[self.names[i]])
         for i, name in enumerate(self.names):
             if name not in self.latent_slot:
                 continue
@@ -219,7 +228,9 @@ def quantizer_for(model: nn.Module, codec, masks: dict[str, torch.Tensor] | None
     kind = network_kind(model.config.kind)
     params = dict(model.named_parameters())
     return LearnedQuantizer(params, masks, bits=codec.bits, learn_steps=codec.learn_steps,
-                            latents=tuple(n for n in params if kind.is_latent(n))).to(next(model.parameters()).device)
+                            latents=tuple(n for n in params if kind.is_latent(n)),
+                            weight_bound=RESIDUAL_BOUND if codec.table_symbols else None,
+                            ).to(next(model.parameters()).device)
 
 
 class RateTransform:
