@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from benchmarks.recipes import RECIPES, gap_to_anchor, recipe_config
+from benchmarks.recipes import RECIPES, Recipe, gap_to_anchor, recipe_config
 from compress.fit import Clip, FitInterrupted, parameter_groups, train
 from compress.optimizers import OPTIMIZERS, OptimizerSet, build_optimizer
 from compress.quantize import NOISE, quantized_weights, quantizer_for
@@ -181,9 +181,11 @@ def test_the_harness_scores_a_point_against_the_reference_curve():
 
 
 def test_a_recipe_changes_only_what_it_names():
-    data = recipe_config("enerv-latent-xs", RECIPES["ctx-lr5-warm"], 40.0)
+    recipe = Recipe("t", "", {"network": {"kind": "enerv-latent"}, "fit": {"latent_lr": 5.0},
+                              "codec": {"rate_warmup": 0.3}})
+    data = recipe_config("enerv-latent-xs", recipe, 40.0)
     base = recipe_config("enerv-latent-xs", RECIPES["base"], 40.0)
-    assert data["network"]["kind"] == "enerv-ctx" and data["fit"]["latent_lr"] == 5.0
+    assert data["network"]["kind"] == "enerv-latent" and data["fit"]["latent_lr"] == 5.0
     assert data["codec"]["rate_warmup"] == 0.3 and data["codec"]["quality"] == 40.0
     changed = {(s, k) for s in data for k in data[s] if data[s][k] != base[s].get(k)}
     assert changed == {("network", "kind"), ("fit", "latent_lr"), ("codec", "rate_warmup")}
