@@ -26,11 +26,10 @@ from compress.fit import (
     FrameBatch,
     StepLoss,
     WeightTransform,
-    parameter_groups,
     reconstruction_loss,
     training_step,
 )
-from compress.optimizers import OptimizerSet, build_optimizer
+from compress.optimizers import OptimizerSet, build_optimizer, parameter_groups
 from compress.precision import autocast_for, uses_bf16
 from compress.quantize import NOISE, STEP_LR, LearnedQuantizer, quantized_weights, quantizer_for
 from pipeline.config import CodecPreset, lambda_for_quality

@@ -28,11 +28,10 @@ from torch import nn
 from torch.func import functional_call
 from tqdm import tqdm
 
-from compress.optimizers import build_optimizer
+from compress.optimizers import build_optimizer, parameter_groups
 from compress.precision import autocast_for
 from pipeline.config import FitConfig
 from pipeline.files import write_atomically
-from pipeline.latent_enerv import LATENT_PREFIX
 from pipeline.metrics import psnr_from_mse
 from pipeline.networks import frame_times
 
@@ -400,21 +399,6 @@ def train(
         history=history,
         steps=min(total_steps, epoch * steps_per_epoch),
     )
-
-
-def parameter_groups(params: dict[str, torch.Tensor], lr: float, fit: FitConfig, companion: nn.Module | None = None,
-                     companion_lr: float = 0.0) -> list[dict]:
-    """The optimizer's groups: the network's weights (``lr``; matrices and kernels may be
-    preconditioned), its per-frame latents (``lr * fit.latent_lr``) and the companion's
-    parameters (``companion_lr``)."""
-    latents = [p for name, p in params.items() if name.startswith(LATENT_PREFIX)]
-    weights = [p for name, p in params.items() if not name.startswith(LATENT_PREFIX)]
-    groups = [{"params": weights, "base_lr": lr, "matrix": True},
-              {"params": latents, "base_lr": lr * fit.latent_lr, "matrix": False}]
-    if companion is not None:
-        groups.append({"params": [p for p in companion.parameters() if p.requires_grad], "base_lr": companion_lr,
-                       "matrix": False})
-    return groups
 
 
 def fit_network(model: nn.Module, clip: Clip, fit: FitConfig, **kwargs) -> TrainResult:

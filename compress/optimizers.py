@@ -16,8 +16,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from pipeline.config import FitConfig
+from pipeline.latent_enerv import LATENT_PREFIX
 
 Groups = list[dict]  # {"params": [...], "base_lr": float, "matrix": bool}: "matrix" groups may be preconditioned
 
@@ -85,6 +87,21 @@ OPTIMIZERS: dict[str, Callable[[Groups, FitConfig], torch.optim.Optimizer | Opti
     "adam": _adam,
     "soap": _soap,
 }
+
+
+def parameter_groups(params: dict[str, torch.Tensor], lr: float, fit: FitConfig, companion: nn.Module | None = None,
+                     companion_lr: float = 0.0) -> list[dict]:
+    """The optimizer's groups: the network's weights (``lr``; matrices and kernels may be
+    preconditioned), its per-frame latents (``lr * fit.latent_lr``) and the companion's
+    parameters (``companion_lr``)."""
+    latents = [p for name, p in params.items() if name.startswith(LATENT_PREFIX)]
+    weights = [p for name, p in params.items() if not name.startswith(LATENT_PREFIX)]
+    groups = [{"params": weights, "base_lr": lr, "matrix": True},
+              {"params": latents, "base_lr": lr * fit.latent_lr, "matrix": False}]
+    if companion is not None:
+        groups.append({"params": [p for p in companion.parameters() if p.requires_grad], "base_lr": companion_lr,
+                       "matrix": False})
+    return groups
 
 
 def build_optimizer(groups: Groups, fit: FitConfig) -> torch.optim.Optimizer | OptimizerSet:

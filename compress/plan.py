@@ -81,6 +81,8 @@ def measure_step_seconds(model: nn.Module, clip: Clip, preset: CodecPreset, repe
     sync = torch.cuda.synchronize if device.type == "cuda" else None
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         probe = copy.deepcopy(model).train()
+        if preset.fit.channels_last:  # the layout compress.fit.train trains in
+            probe.to(memory_format=torch.channels_last)
         params = dict(probe.named_parameters())
         indices = torch.arange(min(preset.fit.batch_size, clip.num_frames), device=device)
         optimizer = torch.optim.Adam(params.values(), lr=1e-6)

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from benchmarks.recipes import RECIPES, Recipe, gap_to_anchor, recipe_config
-from compress.fit import Clip, FitInterrupted, parameter_groups, train
-from compress.optimizers import OPTIMIZERS, OptimizerSet, build_optimizer
+from compress.fit import Clip, FitInterrupted, train
+from compress.optimizers import OPTIMIZERS, OptimizerSet, build_optimizer, parameter_groups
 from compress.quantize import NOISE, quantized_weights, quantizer_for
 from compress.video import compress_frames
 from decompress.decode import bitstream_info, decode_frames
