@@ -237,7 +237,7 @@ def train(
     deadline: float | None = None,
     pacer: Pacer | None = None,
     stage: str = "fit",
-    on_step: Callable[[int, int], None] | None = None,
+    on_step: Callable[[int, int], bool | None] | None = None,
 ) -> TrainResult:
     """Trains ``model`` in place for ``epochs`` epochs (or ``steps`` optimizer steps) and returns
     what happened.
