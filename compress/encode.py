@@ -11,6 +11,7 @@ import contextlib
 import math
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from compress.quantize import (
     quantized_weights,
     quantizer_for,
 )
+from compress.rate_feedback import FeedbackSettings, RateFeedback, combine_on_step
 from compress.ratecontrol import step_multiplier
 from pipeline.bitstream import CodedTensor, SegmentSpan
 from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality
@@ -72,6 +74,20 @@ class SegmentEncoding:
     def coded_at(self, multiplier: float) -> list[CodedTensor]:
         """The tensors quantized with every step times ``multiplier`` (1: as trained)."""
         return self.coded if self.quantized is None else self.quantized.at(multiplier)
+
+
+@dataclass(frozen=True)
+class SegmentRate:
+    """A segment's share of a rate target. ``size_of``: coded tensors -> bytes of a file holding
+    this segment alone, of which ``overhead_bytes`` are header and side information;
+    ``target_bytes``: what that file should come to. ``calibrate_steps``: scale the weights'
+    steps onto the target before the rounding phase (a one-segment file; a file of several
+    segments is calibrated as a whole when assembled)."""
+
+    size_of: Callable[[list[CodedTensor]], int]
+    target_bytes: int
+    overhead_bytes: int
+    calibrate_steps: bool = True
 
 
 def segment_seed(seed: int, index: int) -> int:
@@ -148,21 +164,32 @@ class _Stages:
 
 def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: _Stages, *, state: dict | None,
                cache: FitCache | None, fingerprint: str, tag: dict, checkpoint: Path | None,
-               progress: bool, quantizer: LearnedQuantizer | None = None) -> tuple[list[dict], float, bool]:
+               progress: bool, quantizer: LearnedQuantizer | None = None,
+               rate: SegmentRate | None = None) -> tuple[list[dict], float, bool]:
     """Fits ``model`` (or takes the fit from a checkpoint or the fit cache): (history, seconds, reused).
 
     With ``quantizer`` the fit trains on the quantizer's noisy weights with the rate term (the
-    quantizer trained along), and no fit cache is used: such a fit belongs to its rate.
+    quantizer trained along), and no fit cache is used: such a fit belongs to its rate. With
+    ``rate`` too, lambda follows the measured size onto the target while fitting
+    (:mod:`compress.rate_feedback`).
     """
     dev = clip.frames.device
-    rate = {}
+    with_rate, feedback = {}, None
     if quantizer is not None:
         pixels = clip.num_frames * clip.height * clip.width
         latents_only = preset.codec.rate_from_start == "latents"
         transform = quantized_weights(quantizer, NOISE, lambda_for_quality(preset.codec.quality), pixels,
                                       latents_only=latents_only)
-        rate = {"transform": transform, "companion": quantizer, "companion_lr": STEP_LR,
-                "on_step": transform.warm_up(preset.codec.rate_warmup)}
+        if rate is not None:
+            def measure() -> int:
+                return rate.size_of(QuantizedNetwork.of(model, quantizer).coded) - rate.overhead_bytes
+
+            feedback = RateFeedback(quantizer, rate.target_bytes - rate.overhead_bytes, measure, stages.per_epoch,
+                                    FeedbackSettings())
+            transform.feedback = feedback
+        with_rate = {"transform": transform, "companion": quantizer, "companion_lr": STEP_LR,
+                "on_step": combine_on_step(transform.warm_up(preset.codec.rate_warmup),
+                                           feedback.on_step if feedback is not None else None)}
         cache = None
     if state is not None and state.get("stage") == "fitted":
         model.load_state_dict(state["model"])
@@ -179,9 +206,11 @@ def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: 
         steps = stages.steps("fit")
         result = fit_network(model, clip, preset.fit, epochs=steps / stages.per_epoch, steps=steps, progress=progress,
                              checkpoint=checkpoint, checkpoint_tag=tag, resume_state=state, pacer=stages.pacer,
-                             **rate)
+                             **with_rate)
         history, seconds, reused = result.history, time.perf_counter() - started, False
         stages.ran["fit"] = result.steps
+        if feedback is not None and progress:
+            print(feedback.summary(), file=sys.stderr)
         if cache is not None and stages.pacer is None:  # a fit paced by a budget is no one else's fit
             cache.store(fingerprint, dev, model, history, seconds)
     if checkpoint is not None:
@@ -210,6 +239,7 @@ def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, mas
     elif codec.rate_from_start == "latents":  # the weights' steps start from the fitted weights
         quantizer.restart_weights(dict(model.named_parameters()), bits=codec.bits)
     lam = lambda_for_quality(codec.quality) if codec.quality is not None else 0.0
+    lam *= float(quantizer.rate_state[0])  # where rate control moved it while fitting
     for mode, stage in ((NOISE, "rd"), (ROUND, "qat")):
         if mode == ROUND and target_bytes is not None:
             trained = QuantizedNetwork.of(model, quantizer)
@@ -238,8 +268,7 @@ def encode_segment(
     resume: bool = False,
     source_id: str = "",
     time_budget: float | None = None,
-    size_of=None,
-    target_bytes: int | None = None,
+    rate: SegmentRate | None = None,
     measured_after: int = 0,
 ) -> SegmentEncoding:
     """Fits, prunes and quantizes one network to ``frames`` (the segment ``span`` of a video).
@@ -247,8 +276,9 @@ def encode_segment(
     ``network`` is resolved for the video's size and the nominal segment length, the same for
     every segment. ``checkpoint``: this segment's fitting checkpoint (``resume`` continues from
     it). ``time_budget``: seconds for this segment, held by a :class:`~compress.plan.BudgetPacer`.
-    ``target_bytes`` (with ``size_of``, coded tensors -> file bytes): calibrate the steps to that
-    size before the rounding phase. ``measured_after``: frames of other segments that this
+    ``rate``: this segment's share of a rate target: lambda follows the measured size while fitting
+    (presets with the rate term from the start), and with ``rate.calibrate_steps`` the steps are
+    scaled onto the target before the rounding phase. ``measured_after``: frames of other segments that this
     process will measure after training, within the budget.
     """
     started = time.perf_counter()
@@ -280,7 +310,7 @@ def encode_segment(
     with timer.stage("fit"):
         fit_history, fit_seconds, fit_reused = _fit_stage(
             model, clip, preset, stages, state=state, cache=fit_cache, fingerprint=fingerprint, tag=tag,
-            checkpoint=checkpoint, progress=progress, quantizer=early)
+            checkpoint=checkpoint, progress=progress, quantizer=early, rate=rate)
     if time_budget is None:
         with timer.stage("evaluate-fit"):
             fit_psnr = psnr(render_frames(model, range(T), T, H, W), frames)
@@ -296,8 +326,10 @@ def encode_segment(
             apply_masks(model, masks)
 
     with timer.stage("quantize"), _resumable_from(checkpoint):
+        calibrate = rate is not None and rate.calibrate_steps
         quantizer, lam = _quantize_stage(model, clip, preset, masks, stages, progress=progress,
-                                         size_of=size_of, target_bytes=target_bytes, quantizer=early)
+                                         size_of=rate.size_of if calibrate else None,
+                                         target_bytes=rate.target_bytes if calibrate else None, quantizer=early)
         quantized = QuantizedNetwork.of(model, quantizer)
         estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
     return SegmentEncoding(span, quantized.coded, plan.parameters, fit_psnr, fit_history, fit_seconds, fit_reused,

@@ -94,6 +94,9 @@ class LearnedQuantizer(nn.Module):
         device = next(iter(params.values())).device
         self.log_steps = nn.Parameter(torch.tensor(steps, device=device).log(), requires_grad=learn_steps)
         self.log_scales = nn.Parameter(torch.tensor(scales, device=device).log())
+        # Rate control while fitting (compress.rate_feedback): lambda's factor and the measured ratio
+        # of coded to estimated bytes, kept here so that checkpoints keep them.
+        self.register_buffer("rate_state", torch.ones(2, dtype=torch.float64, device=device))
 
     def masked(self, name: str, p: torch.Tensor) -> torch.Tensor:
         """Parameter ``p`` (named ``name``) with its pruning mask applied, if it has one."""
@@ -242,11 +245,19 @@ class RateTransform:
         self.quantizer, self.mode, self.lam, self.pixels = quantizer, mode, lam, pixels
         self.latents_only = latents_only
         self.scale = 1.0
+        self.feedback = None  # a compress.rate_feedback.RateFeedback that sees every step's bits
+
+    @property
+    def effective_lambda(self) -> float:
+        """lambda as the loss weighs it now: the plan's, times rate control's factor."""
+        return self.lam * float(self.quantizer.rate_state[0])
 
     def __call__(self, params: dict[str, torch.Tensor], batch=None) -> tuple[dict[str, torch.Tensor],
                                                                             torch.Tensor | None]:
         weights, bits = self.quantizer(params, self.mode, batch, self.latents_only)
-        return weights, (bits * (self.scale * self.lam / self.pixels) if self.lam else None)
+        if self.feedback is not None:
+            self.feedback.observe(bits)
+        return weights, (bits * (self.scale * self.effective_lambda / self.pixels) if self.lam else None)
 
     def warm_up(self, fraction: float):
         """An ``on_step`` schedule for :func:`compress.fit.train`: ``scale`` grows linearly from 0

@@ -150,6 +150,16 @@ class RatePlan:
     parameters: int  # of one segment's network
     weight_bytes: int  # the target minus the file's header and side information
     notice: str = ""  # said once when a default target had to be raised to the smallest file
+    steered: bool = False  # the quality is a start: lambda follows the measured size while fitting
+
+    def describe(self, segments: int = 1) -> str:
+        """One line: the target and the point chosen for it."""
+        each = " a segment" if segments > 1 else ""
+        line = (f"rate: target {self.target.asked} = {self.target.bytes:,} bytes; network width x{self.width:g} "
+                f"({self.parameters:,} parameters{each}), quality {self.quality:g}")
+        if self.steered:
+            line += " to start (lambda then follows the measured size while fitting)"
+        return line
 
 
 def smallest_file_bytes(parameters_at, overhead_bytes: int, segments: int = 1, scalable: bool = True) -> int:
@@ -195,6 +205,30 @@ def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, over
     parameters = parameters_at(width)
     quality = round(quality_for_bits(8.0 * weight_bytes / (segments * parameters)), 1)
     return RatePlan(target, width, quality, parameters, weight_bytes, notice)
+
+
+# Bits per pixel of enerv-latent-xs (kind enerv-ctx) at three qualities: the geometric means of
+# the files measured on the bundled clip and vtest (reports/latent-320 and reports/minutes-320;
+# 60-480 s a point). Clips differ up to 3x at quality 60 (0.10 against 0.31 bpp), so this is only
+# where a steered fit starts (compress.rate_feedback moves lambda onto the target).
+STEERED_CURVE = ((30.0, 0.0195), (45.0, 0.048), (60.0, 0.173))
+
+
+def steered_quality(bpp: float) -> float:
+    """The quality whose files :data:`STEERED_CURVE` puts at ``bpp`` (log-linear between its
+    points, extended with the slope of its ends), within :data:`QUALITY_RANGE`."""
+    qs = [q for q, _ in STEERED_CURVE]
+    logs = [math.log(b) for _, b in STEERED_CURVE]
+    x = math.log(max(bpp, 1e-6))
+    i = 1 if x <= logs[1] else len(qs) - 1
+    q = qs[i - 1] + (qs[i] - qs[i - 1]) * (x - logs[i - 1]) / (logs[i] - logs[i - 1])
+    return min(QUALITY_RANGE[1], max(QUALITY_RANGE[0], round(q, 1)))
+
+
+def steered(preset: CodecPreset) -> bool:
+    """Whether rate control steers lambda while fitting (presets with the rate term from the
+    first step), rather than choosing the width and scaling the steps after the fit."""
+    return preset.codec.rate_from_start != "none"
 
 
 def default_target_bpp(width: int, height: int) -> float:
@@ -260,6 +294,13 @@ def preset_for_target(preset: CodecPreset, target: RateTarget, width: int, heigh
     scalable = scale_width and scales_width(base)
     overhead = overhead_bytes(resolve_network(base, width, height, segment_frames), width, height,
                               segment_frames * segments, segments)
+    if steered(preset):
+        if target.bytes <= overhead:
+            raise InputError(f"the target ({target.asked}, {target.bytes:,} bytes) leaves nothing for the weights "
+                             f"after the file's header and side information ({overhead:,} bytes)")
+        quality = steered_quality(target.bpp(width, height, segment_frames * segments))
+        plan = RatePlan(target, 1.0, quality, parameters_at(1.0), target.bytes - overhead, steered=True)
+        return override(preset, codec=replace(preset.codec, quality=quality)), plan
     plan = plan_for_target(preset, target, parameters_at, overhead, segments, scalable)
     chosen = with_width(preset, plan.width)
     return override(chosen, codec=replace(chosen.codec, quality=plan.quality)), plan

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from compress.encode import SegmentEncoding, encode_segment
+from compress.encode import SegmentEncoding, SegmentRate, encode_segment
 from compress.fit import FitInterrupted
 from compress.parallel import SINGLE, Ranks
 from compress.persist import FitCache, SegmentStore
@@ -240,14 +240,14 @@ class SegmentProgress:
 
 def encode_owned(clip: ClipPlan, preset: CodecPreset, network: NetworkConfig, store: SegmentStore | None, *,
                  device: torch.device, resume: bool = False, progress: bool = True, fit_cache: FitCache | None = None,
-                 deadline: float | None = None, ranks: Ranks = SINGLE, size_of=None,
-                 target_bytes: int | None = None) -> list[tuple[int, SegmentEncoding]]:
+                 deadline: float | None = None, ranks: Ranks = SINGLE,
+                 rate_of: Callable[[SegmentSpan], SegmentRate] | None = None) -> list[tuple[int, SegmentEncoding]]:
     """Encodes the segments of ``clip`` that this process owns, each read when its turn comes and
     kept in ``store`` (open; None: nothing is kept) when done; with ``resume``, those the store
     holds are taken from it. Returns (index, encoding) pairs. ``deadline`` (a
     ``time.perf_counter()`` value: the whole encode's end) is shared out among this process's
-    segments by their frames, each taking its share of the time left when it starts; ``size_of``/``target_bytes``
-    calibrate a one-segment file's steps (see :func:`compress.encode.encode_segment`)."""
+    segments by their frames, each taking its share of the time left when it starts; ``rate_of(span)``:
+    a segment's share of a rate target (see :func:`compress.encode.encode_segment`)."""
     owned = [i for i in range(len(clip.spans)) if ranks.owns(i)]
     shown = SegmentProgress(clip, owned, ranks, progress and len(clip.spans) > 1)
     # The budget is the whole encode's wall time. The file is measured at the end, so each
@@ -272,9 +272,8 @@ def encode_owned(clip: ClipPlan, preset: CodecPreset, network: NetworkConfig, st
             encoding = encode_segment(clip.read(span), preset, network, span, index=index, device=device,
                                       progress=progress and ranks.leader, fit_cache=fit_cache,
                                       checkpoint=store.fit_checkpoint(index) if store is not None else None,
-                                      resume=resume, source_id=clip.source_id, time_budget=budget, size_of=size_of,
-                                      target_bytes=target_bytes,
-                                      measured_after=owed)
+                                      resume=resume, source_id=clip.source_id, time_budget=budget,
+                                      rate=rate_of(span) if rate_of is not None else None, measured_after=owed)
         except (FitInterrupted, KeyboardInterrupt):  # wherever it lands, the finished segments are kept
             raise FitInterrupted(store.folder if store is not None else None) from None
         frames_left, owed = frames_left - span.count, owed + span.count

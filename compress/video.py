@@ -20,15 +20,15 @@ import torch
 
 from compress import segments as cut
 from compress.assemble import assemble
-from compress.encode import plan_segment, segment_seed
+from compress.encode import SegmentRate, plan_segment, segment_seed
 from compress.fit import Clip, FitInterrupted
 from compress.parallel import SINGLE, Ranks
 from compress.persist import FitCache, SegmentStore, run_key
 from compress.plan import plan_lines
-from compress.ratecontrol import RateRequest, RateTarget, preset_for_target
+from compress.ratecontrol import RatePlan, RateRequest, RateTarget, preset_for_target
 from compress.result import ENCODER_NAME, CompressResult
-from pipeline.bitstream import StreamHeader, write_bitstream
-from pipeline.config import CodecPreset, section_to_dict
+from pipeline.bitstream import SegmentSpan, StreamHeader, write_bitstream
+from pipeline.config import CodecPreset, NetworkConfig, section_to_dict
 from pipeline.errors import InputError
 from pipeline.files import check_output_path, write_atomically
 from pipeline.networks import build_network
@@ -62,10 +62,27 @@ def _chosen_for_target(clip: cut.ClipPlan, preset: CodecPreset, target: RateTarg
     if leader and plan.notice:
         print(plan.notice, file=sys.stderr)
     if progress and leader:
-        each = " a segment" if len(clip.spans) > 1 else ""
-        print(f"rate: target {plan.target.asked} = {plan.target.bytes:,} bytes; network width x{plan.width:g} "
-              f"({plan.parameters:,} parameters{each}), quality {plan.quality:g}", file=sys.stderr)
+        print(plan.describe(len(clip.spans)), file=sys.stderr)
     return preset, plan
+
+
+def _segment_rates(clip: cut.ClipPlan, network: NetworkConfig, rate_plan: RatePlan | None):
+    """Each segment's share of the target (by its frames), measured as a file of that segment alone."""
+    if rate_plan is None:
+        return None
+    one = len(clip.spans) == 1
+    header = StreamHeader(network, clip.width, clip.height, clip.num_frames if one else clip.spans[0].count, clip.fps,
+                          ENCODER_NAME)
+    overhead = (rate_plan.target.bytes - rate_plan.weight_bytes) // len(clip.spans)
+
+    def size_of(coded) -> int:
+        return len(write_bitstream(header, coded)[0])
+
+    def rate_of(span: SegmentSpan) -> SegmentRate:
+        return SegmentRate(size_of, overhead + round(rate_plan.weight_bytes * span.count / clip.num_frames), overhead,
+                           calibrate_steps=one)
+
+    return rate_of
 
 
 def encode_clip(clip: cut.ClipPlan, preset: CodecPreset, *, store: SegmentStore | None = None,
@@ -83,17 +100,9 @@ def encode_clip(clip: cut.ClipPlan, preset: CodecPreset, *, store: SegmentStore 
         preset, rate_plan = _chosen_for_target(clip, preset, target, scale_width, progress, ranks.leader)
     target_bytes = rate_plan.target.bytes if rate_plan is not None else None
     network = cut.network_for(clip, preset)
-    size_of = None
-    if target_bytes is not None and len(clip.spans) == 1:  # one segment: its steps meet the target early
-        header = StreamHeader(network, clip.width, clip.height, clip.num_frames, clip.fps, ENCODER_NAME)
-
-        def size_of(coded):
-            return len(write_bitstream(header, coded)[0])
-
     encoded = cut.encode_owned(clip, preset, network, store, device=device, resume=resume, progress=progress,
-                               fit_cache=fit_cache, ranks=ranks, size_of=size_of,
-                               deadline=None if time_budget is None else started + time_budget,
-                               target_bytes=target_bytes if size_of is not None else None)
+                               fit_cache=fit_cache, ranks=ranks, rate_of=_segment_rates(clip, network, rate_plan),
+                               deadline=None if time_budget is None else started + time_budget)
     gathered = ranks.gather(encoded)
     if gathered is None:
         return None
