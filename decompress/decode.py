@@ -12,9 +12,10 @@ import torch
 
 from decompress.frame_source import FrameSource, load_network  # noqa: F401 - load_network: public here too
 from pipeline.bitstream import ParsedStream, read_bitstream, read_header
-from pipeline.entropy import empirical_entropy_bits
+from pipeline.entropy import SymbolModel, empirical_entropy_bits
 from pipeline.errors import BitstreamError, InputError
 from pipeline.metrics import bits_per_pixel
+from pipeline.segment_coding import MODEL_COUNTS, WeightModel
 from pipeline.video_writer import VideoWriter
 
 MAX_FILE_BYTES = 1 << 31
@@ -128,6 +129,7 @@ def bitstream_info(data: bytes) -> dict:
     info["parameters"] = int(sum(t.symbols.size for t in tensors))
     info["size_split"] = {"header": split.header, "side_info": split.side_info, "masks": split.masks,
                           "payload": split.payload, "latents": split.latents}
+    info["side_info_parts"] = dict(split.side_parts)
     if h.estimated_weight_bytes is not None:
         coded = split.payload + split.masks + split.latents
         info["rate_estimate"] = {"estimated_weight_bytes": h.estimated_weight_bytes, "coded_weight_bytes": coded,
@@ -137,5 +139,7 @@ def bitstream_info(data: bytes) -> dict:
     for record, tensor in zip(split.per_tensor, tensors):
         values = tensor.symbols[tensor.mask] if tensor.mask is not None else tensor.symbols
         record = dict(record, entropy_bytes=round(empirical_entropy_bits(values) / 8, 1))
+        if "model_bytes" in record and tensor.context is None:  # version 4: what its own counts would take
+            record["counts_bytes"] = WeightModel(MODEL_COUNTS, counts=SymbolModel.from_symbols(values)).size
         info["tensors"].append(record)
     return info

@@ -119,14 +119,14 @@ def best_table(symbols: np.ndarray) -> tuple[SymbolModel, float] | None:
     return table_model(k), float(bits[k])
 
 
-def _write_counts(w: ByteWriter, model: SymbolModel) -> None:
+def write_counts(w: ByteWriter, model: SymbolModel) -> None:
     w.svarint(model.offset)
     w.varint(model.alphabet)
     for count in model.counts.tolist():
         w.varint(count)
 
 
-def _read_counts(r: ByteReader, bound: int, max_count: int) -> SymbolModel:
+def read_counts(r: ByteReader, bound: int, max_count: int) -> SymbolModel:
     offset = r.svarint(bound)
     alphabet = r.varint(min(MAX_ALPHABET, 2 * bound + 1))
     if alphabet < 1 or alphabet > r.remaining:  # each count takes at least a byte
@@ -146,7 +146,7 @@ def write_model(w: ByteWriter, model: SymbolModel) -> None:
         w.varint(model.table)
         return
     w.pack("B", MODEL_COUNTS)
-    _write_counts(w, model)
+    write_counts(w, model)
 
 
 def read_model(r: ByteReader, bound: int, max_count: int, with_kind: bool = True,
@@ -162,7 +162,7 @@ def read_model(r: ByteReader, bound: int, max_count: int, with_kind: bool = True
             return table_model(r.varint(SCALES - 1))
         if kind != MODEL_COUNTS:
             raise BitstreamError(f"corrupt symbol model: unknown kind {kind}")
-    return _read_counts(r, bound, max_count)
+    return read_counts(r, bound, max_count)
 
 
 def model_bytes(model: SymbolModel) -> int:

@@ -84,6 +84,13 @@ def table_bank() -> np.ndarray:
     return bank.astype(np.float64)
 
 
+@lru_cache(maxsize=1)
+def bank_log2() -> np.ndarray:
+    """[SCALES, ALPHABET] log2 of each table's probabilities: for code lengths, never for coding."""
+    bank = table_bank()
+    return np.log2(bank / bank.sum(axis=1, keepdims=True))
+
+
 @dataclass(frozen=True)
 class LatentContext:
     """The nine integers of one latent tensor's context model (6 fractional bits each)."""
@@ -153,32 +160,41 @@ def _row_features(previous: np.ndarray | None, above: np.ndarray | None, C: int,
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 
 
-def encode_latents(symbols: np.ndarray, context: LatentContext) -> bytes:
-    """Range-codes a [T, C, H, W] tensor of symbols within +-LATENT_BOUND; little-endian words."""
+def encode_latents(symbols: np.ndarray, context: LatentContext, encoder=None) -> bytes:
+    """Range-codes a [T, C, H, W] tensor of symbols within +-LATENT_BOUND; little-endian words.
+
+    With ``encoder`` (a ``constriction.stream.queue.RangeEncoder``) the symbols are appended to
+    that stream instead, and nothing is returned (format version 4: one stream per segment).
+    """
     if symbols.ndim != 4 or int(np.abs(symbols).max(initial=0)) > LATENT_BOUND:
         raise ValueError(f"latent symbols are a [T, C, H, W] array within +-{LATENT_BOUND}")
-    if symbols.size == 0:
-        return b""
-    mean, index = context.predict(context_features(symbols))
-    residual = symbols.astype(np.int64) - mean + RESIDUAL_BOUND
-    bank = table_bank()
-    encoder = constriction.stream.queue.RangeEncoder()
-    for t in range(symbols.shape[0]):  # decode order: rows, then channels, then columns
-        r = residual[t].transpose(1, 0, 2).reshape(-1)
-        k = index[t].transpose(1, 0, 2).reshape(-1)
-        encoder.encode(r.astype(np.int32), _MODEL, bank[k])
-    return encoder.get_compressed().astype("<u4").tobytes()
+    own = encoder is None
+    if own:
+        encoder = constriction.stream.queue.RangeEncoder()
+    if symbols.size:
+        mean, index = context.predict(context_features(symbols))
+        residual = symbols.astype(np.int64) - mean + RESIDUAL_BOUND
+        bank = table_bank()
+        for t in range(symbols.shape[0]):  # decode order: rows, then channels, then columns
+            r = residual[t].transpose(1, 0, 2).reshape(-1)
+            k = index[t].transpose(1, 0, 2).reshape(-1)
+            encoder.encode(r.astype(np.int32), _MODEL, bank[k])
+    return encoder.get_compressed().astype("<u4").tobytes() if own else None
 
 
-def decode_latents(data: bytes, shape: tuple[int, int, int, int], context: LatentContext) -> np.ndarray:
-    """The inverse of :func:`encode_latents`: int32 symbols of ``shape``."""
+def decode_latents(data: bytes | None, shape: tuple[int, int, int, int], context: LatentContext,
+                   decoder=None) -> np.ndarray:
+    """The inverse of :func:`encode_latents`: int32 symbols of ``shape``, from ``data`` or, given
+    ``decoder`` (a ``constriction.stream.queue.RangeDecoder``), from where that stream stands."""
     T, C, H, W = shape
     out = np.zeros(shape, np.int64)
     if out.size == 0:
         return out.astype(np.int32)
-    if len(data) % 4 or not data:
-        raise BitstreamError("corrupt latent payload: not a whole number of 32-bit words")
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    own = decoder is None
+    if own:
+        if len(data) % 4 or not data:
+            raise BitstreamError("corrupt latent payload: not a whole number of 32-bit words")
+        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     bank = table_bank()
     try:
         for t in range(T):
@@ -189,7 +205,7 @@ def decode_latents(data: bytes, shape: tuple[int, int, int, int], context: Laten
                 out[t, :, i] = mean + r.reshape(C, W) - RESIDUAL_BOUND
     except (ValueError, RuntimeError) as exc:
         raise BitstreamError(f"corrupt latent payload: {exc}") from None
-    if not decoder.maybe_exhausted():
+    if own and not decoder.maybe_exhausted():
         raise BitstreamError("corrupt latent payload: bytes left after its symbols")
     if int(np.abs(out).max()) > LATENT_BOUND:
         raise BitstreamError(f"corrupt latent payload: a symbol beyond +-{LATENT_BOUND}")
@@ -201,6 +217,4 @@ def latent_bits(symbols: np.ndarray, context: LatentContext) -> float:
     to within a few words."""
     mean, index = context.predict(context_features(symbols))
     residual = symbols.astype(np.int64) - mean + RESIDUAL_BOUND
-    bank = table_bank()
-    p = bank[index, residual] / bank[index].sum(axis=-1)
-    return float(-np.log2(p).sum())
+    return float(-bank_log2()[index, residual].sum())

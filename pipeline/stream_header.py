@@ -1,4 +1,5 @@
-"""What a ``.bin`` file describes: the header (network, video geometry) and each tensor's symbols.
+"""What a ``.bin`` file describes: the header (network, video geometry) and each tensor's symbols,
+and where a file's bytes go (:class:`SizeSplit`).
 
 :mod:`pipeline.bitstream` puts these into bytes and back; this module holds the values and
 their checks.
@@ -43,7 +44,8 @@ class StreamHeader:
 
     def to_json(self, version: int = 2) -> dict:
         """The header's JSON object in a file of format ``version``: version 2 has every network
-        field but those of version 3; version 3 only the fields the network's kind reads."""
+        field but those of version 3; version 3 only the fields the network's kind reads (and so
+        does ``--info`` for version 4, whose header is binary: :mod:`pipeline.binary_header`)."""
         network = section_to_dict(self.network)
         if version >= 3:
             kind = network_kind(self.network.kind)
@@ -119,14 +121,18 @@ class CodedTensor:
 
 @dataclass
 class SizeSplit:
-    """Where the bytes of a file go."""
+    """Where the bytes of a file go (every version): the five counts add up to the file's size."""
 
-    header: int = 0  # magic, version, lengths, JSON, per-tensor records, CRC
-    side_info: int = 0  # symbol models (counts) and quantization steps
+    header: int = 0  # the description of the network, the video and the segments
+    # Everything else that is not coded symbols: framing (magic, version, lengths, CRC), symbol
+    # models (counts, bank table indices), quantization steps, context models, per-tensor records;
+    # ``side_parts`` breaks it down by those names.
+    side_info: int = 0
     masks: int = 0  # coded pruning masks
     payload: int = 0  # coded weight values
-    latents: int = 0  # context-coded latent grids (format version 3)
+    latents: int = 0  # context-coded latent grids (format versions 3 and 4)
     per_tensor: list[dict] = field(default_factory=list)
+    side_parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def total(self) -> int:

@@ -347,7 +347,7 @@ def test_golden_v2_decodes_to_its_hashes_and_rewrites_to_its_bytes():
     for segment, expected in zip(parsed.segments, golden["weights_sha256"]):
         assert weight_hashes(parsed.shapes, segment.tensors) == expected
     rewritten, _ = write_bitstream(parsed.header, [s.tensors for s in parsed.segments],
-                                   [s.span for s in parsed.segments])
+                                   [s.span for s in parsed.segments], version=2)
     assert rewritten == data
 
 
