@@ -18,8 +18,9 @@ from pathlib import Path
 
 from pipeline.cli_common import EXIT_INTERRUPTED, EXIT_OK, OneLineErrorParser, non_negative_int, run_command
 
-# The network family and recipe of a plain run; rate control scales its width to the target.
-DEFAULT_PRESET = "enerv-grid-m"
+# The network and recipe of a plain run: per-frame latents and context-coded grids (kind enerv-ctx),
+# lambda steered onto the target while fitting.
+DEFAULT_PRESET = "enerv-latent-xs"
 
 
 # --- enerv-compress -------------------------------------------------------------------------
@@ -43,7 +44,7 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="video file, PNG pattern (frames/%%05d.png) or folder of PNGs")
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None,
-                   help=f"a preset of cfgs/ (default {DEFAULT_PRESET}, its width chosen for the target)")
+                   help=f"a preset of cfgs/ (default {DEFAULT_PRESET}): a network size and recipe, not a speed")
     p.add_argument("--config", default=None, help="a YAML config file (instead of --preset)")
     p.add_argument("--quality", type=float,
                    help="the rate knob, 0..100 (default from the preset, 50): higher gives a larger file of "
@@ -51,8 +52,8 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--bits", type=int, help="bound the symbols to a BITS-bit alphabet (2..16), steps from each "
                                             "tensor's peak; without --quality, no rate term")
     rate = p.add_argument_group("rate control (one of; without any, and without --preset/--config/--quality/--bits, "
-                                "a default target by frame size: 0.1 bpp up to 640x360, 0.05 up to 1280x720, "
-                                "0.03 above)")
+                                "a default target by frame size: 0.05 bpp up to 640x360, 0.03 up to 1280x720, "
+                                "0.02 above)")
     rate.add_argument("--target-bpp", type=float, metavar="BPP", help="bits per pixel of the whole file")
     rate.add_argument("--target-size", metavar="BYTES", help="file size: 250000, 250KB, 1.5MB, 64KiB...")
     rate.add_argument("--bitrate", type=float, metavar="KBPS", help="kbit/s at the video's frame rate")

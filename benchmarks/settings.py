@@ -27,13 +27,15 @@ LOW_DELAY_PRESET = "medium"
 
 # What --quick and the default (full) run sweep; every item can be set by its own option. The
 # anchors' presets and rate values are their registry entries' (benchmarks.registry).
-# E-NeRV's curve is the Pareto envelope of (network size, quality) pairs of the enerv-grid
-# ladder: small networks serve low rates, wide ones high rates (see the README's measurement).
+# --quick runs the plain command's codec (enerv-latent-xs) at six qualities, 120 s a point: on the
+# bundled clip and vtest they span 0.02-0.3 bpp with no two neighbours more than about 2x apart
+# in rate (quality 30: 0.02 bpp, 45: 0.05, 60: 0.10-0.31). The full run sweeps the enerv-grid
+# ladder, the Pareto envelope of (network size, quality) pairs, without a budget.
 QUICK = {
     "mode": "quick",
-    "enerv_presets": ["enerv-grid-xs", "enerv-grid-m", "enerv-grid-xl"],
-    "enerv_points": "40,60",
-    "budget_seconds": (300.0,),
+    "enerv_presets": ["enerv-latent-xs"],
+    "enerv_points": "30,38,45,50,55,60",
+    "budget_seconds": (120.0,),
     "pix_fmts": list(PIX_FMTS),
     "low_delay": False,
 }
@@ -82,20 +84,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codecs", help="comma-separated, of: " + ", ".join(CODECS) + " (default: all; an anchor this "
                                     "ffmpeg lacks is then left out, while one named here is an error)")
     p.add_argument("--quick", action="store_true",
-                   help="a small sweep (about 20 minutes for the bundled clip on 2 idle CPU cores)")
+                   help="a small sweep: the plain command's codec at six qualities, 120 s a point, and each anchor's "
+                        "quick presets (--dry-run gives the total)")
     g = p.add_argument_group("E-NeRV points")
     g.add_argument("--enerv-presets", help="comma-separated presets of cfgs/, one curve each "
-                                           "(default: enerv-grid-xs,-m,-xl with --quick, else "
+                                           "(default: " + ",".join(QUICK["enerv_presets"]) + " with --quick, else "
                                            "enerv-grid-xs,-s,-m,-l,-xl)")
     g.add_argument("--enerv-points", help=f"comma-separated points, each {POINT_SPEC}: "
                    "the points of every preset's curve; "
-                                          "they share one fit per preset and video "
+                                          "they share one fit per preset and video where the preset fits before "
+                                          "the rate term (the enerv-grid presets) "
                                           f"(default: {QUICK['enerv_points']} with --quick, "
                                           f"else {FULL['enerv_points']})")
     g.add_argument("--epochs", type=int, help="fitting epochs instead of the preset's (fine-tune epochs scale along)")
     g.add_argument("--budget-seconds", metavar="SECONDS[,SECONDS...]",
                    help="time budget per E-NeRV point: fewer epochs when the estimated fit + fine-tune time is "
-                        "longer, one factor for a whole curve (0 = none; default 300 with --quick, else none); "
+                        "longer, one factor for a whole curve (0 = none; default "
+                        f"{QUICK['budget_seconds'][0]:g} with --quick, else none); "
                         "several, comma-separated (75,150,300,600), give each preset one curve per budget and the "
                         "report a 'What minutes buy' section")
     g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where E-NeRV fits and decodes")
@@ -258,7 +263,7 @@ def parse_settings(argv: list[str]) -> BenchSettings:
         if args.enerv_presets:
             names = split_list(args.enerv_presets, "--enerv-presets")
         else:
-            names = [n for n in defaults["enerv_presets"] if n in preset_names()] or ["enerv-grid-m"]
+            names = [n for n in defaults["enerv_presets"] if n in preset_names()] or ["enerv-latent-xs"]
         presets = tuple(with_fit_epochs(load_preset(name), args.epochs) for name in names)
         points = tuple(parse_point(item) for item in
                        split_list(args.enerv_points or defaults["enerv_points"], "--enerv-points"))
