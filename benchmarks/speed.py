@@ -2,6 +2,7 @@
 
     python -m benchmarks.speed [--preset NAME | --config FILE] [--input VIDEO] [--device auto]
     python -m benchmarks.speed --decode-only --preset NAME --size WxH [--device auto]
+    python -m benchmarks.speed --decode-only --file FILE.bin [--device auto]
 
 Prints one JSON object on stdout (also written to ``--json PATH``) and, on stderr, a table of
 where a training step's time goes. Times are medians over repeated runs after a warm-up. The fit
@@ -10,7 +11,9 @@ fit runs it (with ``codec.rate_from_start``, on the noisy quantizer's weights wi
 term); ``step_parts`` splits that step into its parts (:mod:`benchmarks.step_parts`). The
 ``decode`` part times the decoder's own steps on a file of the preset at the given size
 (entropy decoding, network build, batch-invariant rendering), beside a batched forward
-pass of 8 frames for comparison.
+pass of 8 frames for comparison. With ``--file``, the decoder's steps are timed on that file
+(every frame), and the whole ``enerv-decompress FILE -o -`` command beside the start of a process
+that only imports the decoder, so that frames per second are given with and without it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -203,6 +207,62 @@ def measure_decode(preset, width: int, height: int, device: torch.device, frames
     }
 
 
+def _wall_seconds(command: list[str], repeats: int) -> float:
+    """The median wall time of running ``command`` (its output discarded)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure_file_decode(path: Path, device: torch.device, repeats: int) -> dict:
+    """The decoder's steps on a real file (every frame), and the whole command against a process
+    that only starts and imports the decoder."""
+    from decompress.decode import read_file_bytes
+
+    data = read_file_bytes(path)
+    parsed = read_bitstream(data)
+    header = parsed.header
+    frames = header.num_frames
+    entropy_s = _median_seconds(lambda: read_bitstream(data), torch.device("cpu"), max(3, repeats // 2), warmup=1)
+    build_s = _median_seconds(lambda: load_network(parsed, device), device, max(3, repeats // 2), warmup=1)
+    decoded = load_network(parsed, device)
+    renderer = FrameRenderer(decoded, frames, header.height, header.width)
+
+    def render_all():
+        for _ in renderer.frames(range(frames)):
+            pass
+
+    render_s = _median_seconds(render_all, device, max(3, repeats // 2), warmup=1)
+    python = sys.executable
+    start_s = _wall_seconds([python, "-c", "import decompress.decode, pipeline.video_writer"], 3)
+    command_s = _wall_seconds([python, "-c", "import sys, cli; sys.exit(cli.decompress_main(sys.argv[1:]))",
+                               str(path), "-o", "-", "--device", device.type], 3)
+    return {
+        "file": str(path),
+        "format_version": parsed.version,
+        "kind": header.network.kind,
+        "device": device.type,
+        "width": header.width,
+        "height": header.height,
+        "frames": frames,
+        "bitstream_bytes": len(data),
+        "entropy_decode_seconds": entropy_s,
+        "network_build_seconds": build_s,
+        "render_seconds": render_s,
+        "render_threads": renderer.threads if device.type == "cpu" else None,
+        "decode_frames_per_second": frames / (entropy_s + build_s + render_s),
+        "process_start_seconds": start_s,
+        "command_seconds": command_s,
+        "command_frames_per_second": frames / command_s,
+        "command_frames_per_second_after_start": frames / max(command_s - start_s, 1e-9),
+        "repeats": repeats,
+        "machine": machine_info(device.type, codecs=False),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = OneLineErrorParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0])
     p.add_argument("--preset", default="enerv-cpu-s")
@@ -214,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--decode-only", action="store_true", help="only the decoder's figures (no fitting)")
     p.add_argument("--decode-frames", type=int, default=16, help="frames rendered per decode run")
+    p.add_argument("--file", help="with --decode-only: time the decoder on this .bin file instead")
     p.add_argument("--reference-size", type=int, default=256, metavar="N",
                    help="side of the reference 3x3 convolution (64->64, batch 4) (default: 256)")
     p.add_argument("--json", metavar="PATH", help="also write the JSON object to PATH")
@@ -222,6 +283,9 @@ def main(argv: list[str] | None = None) -> int:
 
     preset = load_config(args.config) if args.config else load_preset(args.preset)
     device = resolve_device(args.device)
+    if args.decode_only and args.file:
+        _emit({"decode": measure_file_decode(Path(args.file), device, args.repeats)}, args.json, None)
+        return 0
     if args.decode_only:
         if args.size:
             width, height = parse_frame_size(args.size)
