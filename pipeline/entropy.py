@@ -84,7 +84,11 @@ class SymbolModel:
             raise ValueError("a range-coded payload is a whole number of 32-bit words")
         words = np.frombuffer(data, dtype="<u4").astype(np.uint32)
         decoder = constriction.stream.queue.RangeDecoder(words)
-        return decoder.decode(self._categorical, count).astype(np.int32) + np.int32(self.offset)
+        try:
+            symbols = decoder.decode(self._categorical, count)
+        except (AssertionError, ValueError, RuntimeError):  # constriction's ways of refusing invalid data
+            raise BitstreamError("corrupt payload: not a valid range-coded stream for its model") from None
+        return symbols.astype(np.int32) + np.int32(self.offset)
 
 
 def empirical_entropy_bits(symbols: np.ndarray) -> float:

@@ -203,7 +203,7 @@ def decode_latents(data: bytes | None, shape: tuple[int, int, int, int], context
                 mean, index = context.predict(f)
                 r = decoder.decode(_MODEL, bank[index.reshape(-1)]).astype(np.int64)
                 out[t, :, i] = mean + r.reshape(C, W) - RESIDUAL_BOUND
-    except (ValueError, RuntimeError) as exc:
+    except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's ways of refusing invalid data
         raise BitstreamError(f"corrupt latent payload: {exc}") from None
     if own and not decoder.maybe_exhausted():
         raise BitstreamError("corrupt latent payload: bytes left after its symbols")

@@ -352,7 +352,7 @@ def _decode_stream(stream: bytes, records: list[_Record]) -> list[CodedTensor]:
                     if int(mask.sum()) != rec.kept:
                         raise BitstreamError(f"corrupt stream for {rec.name}: the mask does not match its count")
             values = rec.model.decode(decoder, rec.kept)
-        except (ValueError, RuntimeError) as exc:
+        except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's ways of refusing invalid data
             raise BitstreamError(f"corrupt stream for {rec.name}: {exc}") from None
         if mask is None:
             symbols = values.reshape(rec.shape)
@@ -361,9 +361,18 @@ def _decode_stream(stream: bytes, records: list[_Record]) -> list[CodedTensor]:
             symbols[mask] = values
             symbols, mask = symbols.reshape(rec.shape), mask.reshape(rec.shape)
         tensors.append(CodedTensor(QuantParams(rec.scales), symbols, mask))
-    if not decoder.maybe_exhausted():
+    if not decoder.maybe_exhausted() or (stream and not any(map(_codes_symbols, records))):
         raise BitstreamError("corrupt segment: words left in its stream after the last symbol")
     return tensors
+
+
+def _codes_symbols(rec: _Record) -> bool:
+    """Whether a tensor puts anything in the stream (a segment where none does has an empty stream)."""
+    numel = math.prod(rec.shape)
+    if rec.context is not None or (rec.pruned and 0 < rec.kept < numel):
+        return numel > 0
+    model = rec.model
+    return rec.kept > 0 and model.code != MODEL_CONSTANT and not (model.counts is not None and model.counts.is_constant)
 
 
 def decode_segment(data: bytes, shapes, is_latent, decode: bool = True

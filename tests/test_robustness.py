@@ -16,7 +16,9 @@ import pytest
 
 import cli
 from decompress.decode import decode_frames, read_file_bytes
+from pipeline.binary_header import read_header as read_v4_header
 from pipeline.bitstream import read_bitstream, write_bitstream
+from pipeline.byteio import ByteReader
 from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.files import write_atomically
 from pipeline.quantization import dequantize
@@ -25,6 +27,8 @@ from tests.conftest import smooth_clip
 
 DATA = Path(__file__).parent / "data"
 GOLDEN = DATA / "golden.bin"
+GOLDEN_V4 = DATA / "golden_v4.bin"
+GOLDEN_V4_MODELS = DATA / "golden_v4_models.bin"
 
 
 def _decompress(capsys, path: Path, out: Path) -> tuple[int, str, float]:
@@ -48,6 +52,14 @@ def _reseal(body: bytes) -> bytes:
 
 def _sections(data: bytes) -> list[int]:
     """Byte offsets where the container's sections start and end."""
+    if struct.unpack("<H", data[4:6])[0] == 4:  # header, then each segment's length and bytes
+        r = ByteReader(memoryview(data)[6:-4], "file")
+        read_v4_header(r)
+        cuts = [0, 4, 6]
+        while r.remaining:
+            cuts.append(len(data) - 4 - r.remaining)
+            r.raw(r.varint(r.remaining))
+        return cuts + [len(data) - 4, len(data)]
     (header_len,) = struct.unpack("<I", data[6:10])
     payload_at = 10 + header_len + 4
     return [0, 4, 6, 10, 10 + header_len, payload_at, len(data) - 4, len(data)]
@@ -88,9 +100,9 @@ def _mutations(data: bytes, rng: np.random.Generator, count: int):
             yield f"overwritten #{i}", data[:pos] + b"\xff" * 8 + data[pos + 8 :]
 
 
-def _fuzz(capsys, tmp_path: Path, count: int) -> dict:
-    data = GOLDEN.read_bytes()
-    rng = np.random.default_rng(20261124)
+def _fuzz(capsys, tmp_path: Path, count: int, golden: Path = GOLDEN, seed: int = 20261124) -> dict:
+    data = golden.read_bytes()
+    rng = np.random.default_rng(seed)
     out = tmp_path / "out.mkv"
     tried = 0
     for name, mutated in _mutations(data, rng, count):
@@ -114,6 +126,14 @@ def test_fuzzed_bitstreams_are_all_refused(capsys, tmp_path):
 def test_fuzzed_bitstreams_are_all_refused_thousands(capsys, tmp_path):
     result = _fuzz(capsys, tmp_path, 20_000)
     assert result["cases"] >= 20_000
+
+
+@pytest.mark.parametrize("golden", [GOLDEN_V4, GOLDEN_V4_MODELS], ids=lambda p: p.stem)
+def test_fuzzed_version_4_files_are_all_refused(capsys, tmp_path, golden):
+    """Damage anywhere (header, a segment's length, records, the stream, the checksum) is refused."""
+    assert len(_sections(golden.read_bytes())) >= 7  # magic, version, header, two segments or more, CRC
+    result = _fuzz(capsys, tmp_path, 300, golden, seed=20261205)
+    assert result["cases"] >= 300
 
 
 def _forge(edit, golden: Path = GOLDEN) -> bytes:
