@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -207,6 +208,17 @@ def _epochs_text(epochs: float) -> str:
     return f"{epochs:g}" if float(epochs).is_integer() else f"{epochs:.2f}"
 
 
+def _busy_load() -> float | None:
+    """The 1-minute load average when other work held the CPU while steps were timed (more than
+    this process's own threads can explain), else None."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = os.cpu_count() or 1
+    return load if load > cores + 0.75 else None
+
+
 def plan_lines(preset: CodecPreset, plan: EpochPlan, parameters: int, frames: int, width: int, height: int,
                device: torch.device, steps: StepSeconds, estimate: float, time_budget: float | None) -> list[str]:
     """The plan printed before fitting: network, rate, epochs, device and the estimated time."""
@@ -216,8 +228,9 @@ def plan_lines(preset: CodecPreset, plan: EpochPlan, parameters: int, frames: in
     pixels = frames * width * height
     if codec.quality is not None:
         lam = lambda_for_quality(codec.quality)
-        rate = (f"quality {codec.quality:g} (lambda {lam:.3g}): about "
-                f"{parameters * bits_per_parameter(codec.quality) / pixels:.3g} bpp")
+        rate = f"quality {codec.quality:g} (lambda {lam:.3g})"
+        if network_kind(preset.network.kind).latent_prefix is None:  # latents' bits follow no rule per parameter
+            rate += f": about {parameters * bits_per_parameter(codec.quality) / pixels:.3g} bpp"
     else:
         rate = f"{codec.bits}-bit alphabet, no rate term"
     precision = "bf16" if uses_bf16(device, preset.fit.precision) else "float32"
@@ -230,6 +243,10 @@ def plan_lines(preset: CodecPreset, plan: EpochPlan, parameters: int, frames: in
         f"{duration_text(estimate)}" + (f" within a budget of {duration_text(time_budget)}"
                                          if time_budget is not None else ""),
     ]
+    busy = _busy_load()
+    if busy:
+        lines.append(f"plan: note: the CPU was busy while the steps were timed (load average {busy:.1f} on "
+                     f"{os.cpu_count()} cores); on an idle machine the run is shorter than estimated")
     if time_budget is not None and plan.fit < MIN_USEFUL_EPOCHS:
         lines.append(f"plan: note: the budget allows only {_epochs_text(plan.fit)} passes over the frames, too few "
                      "for a useful file; a smaller --size, a shorter clip (--frames), a longer budget or a GPU "
