@@ -123,7 +123,9 @@ def test_info_prints_header_and_split(encoded):
     estimate = info["rate_estimate"]
     assert estimate["estimated_weight_bytes"] == summary["estimated_weight_bytes"]
     assert estimate["coded_weight_bytes"] == summary["coded_weight_bytes"] > 0
-    assert all(t["value_bytes"] <= 1.01 * t["entropy_bytes"] + 8 or t["model"] == 0 for t in info["tensors"])
+    assert info["format_version"] == 4 and sum(info["side_info_parts"].values()) == info["size_split"]["side_info"]
+    for t in info["tensors"]:  # a bank table codes within 1 % of the tensor's own counts, their bytes included
+        assert t["value_bytes"] + t["model_bytes"] <= 1.01 * (t["entropy_bytes"] + t["counts_bytes"]) + 1, t
 
 
 # --- bad input ---------------------------------------------------------------------------
