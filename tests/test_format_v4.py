@@ -421,3 +421,14 @@ def test_damage_behind_a_valid_checksum_is_refused_or_decoded_never_a_crash(path
         except BitstreamError:
             refused += 1
     assert refused >= 250
+
+
+@pytest.mark.parametrize("name", ["golden.bin", "golden_v2.bin", "golden_v3.bin", "golden_v4.bin"])
+def test_info_splits_every_version_into_header_side_information_and_coded_symbols(name):
+    data = (DATA / name).read_bytes()
+    info = bitstream_info(data)
+    split, parts = info["size_split"], info["side_info_parts"]
+    assert sum(split.values()) == len(data) and sum(parts.values()) == split["side_info"]
+    assert min(parts.values()) >= 0 and {"framing", "models", "steps", "records"} <= set(parts)
+    assert parts["framing"] == (18 if info["format_version"] < 4 else 4 + 2 + 4 + len(info["segments"]) * 2)
+    assert split["payload"] > 0 and 0 < split["header"] < (400 if info["format_version"] < 4 else 64)

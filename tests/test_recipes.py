@@ -159,7 +159,7 @@ def test_enerv_ctx_codes_every_grid_with_context_and_decodes_to_what_the_encoder
     preset = replace(TINY, network=replace(TINY.network, kind="enerv-ctx"))
     data, result = compress_frames(frames, 24.0, preset, progress=False)
     parsed = read_bitstream(data)
-    assert parsed.version == 3
+    assert parsed.version == 4
     kind = network_kind("enerv-ctx")
     for segment in parsed.segments:
         for (name, _), t in zip(parsed.shapes, segment.tensors):
