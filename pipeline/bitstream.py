@@ -13,7 +13,7 @@ version what it adds                                                            
 3       context-coded latent grids (``pipeline.latent_coding``), bank tables as      on request / read
         weight models, a compact JSON header
 4       a binary header of the fields that differ from reference values             by default / read
-        (``pipeline.binary_header``); per segment compact records and ONE
+        (``pipeline.binary_header``); per segment compact records and one
         range-coder stream for every mask, weight and latent grid
         (``pipeline.segment_coding``); bank tables with raw low bits
 ======= ============================================================================ ================
@@ -27,9 +27,10 @@ Version 4: ``magic | u16 4 | header | per segment: varint length, segment | u32 
 segment holds its records and its stream; its length lets a reader skip it, so a reader decodes
 only the segments that render the frames it needs.
 
-Every length and count is checked against the bytes that are really there before anything is
-allocated, so a damaged or hostile file is refused with a :class:`BitstreamError`, never decoded
-into wrong weights.
+The CRC refuses a damaged file; every length and count is checked against the bytes that are
+really there before anything is allocated, so a hostile one (a valid CRC over invalid content) is
+refused with a :class:`BitstreamError` too, never a crash or an allocation beyond what its network
+needs.
 """
 
 from __future__ import annotations

@@ -7,8 +7,10 @@ probabilities on any machine.
 
 Beside the coder pair (:meth:`SymbolModel.encode`, :meth:`SymbolModel.decode`) live the
 models' serialization (:func:`write_models`, :func:`read_models`) and the choice of which
-model codes which tensor (:func:`choose_models`); the container (``pipeline.bitstream``)
-only says where in the file they go.
+model codes which tensor (:func:`choose_models`), as format versions 1-3 use them; the container
+(``pipeline.bitstream``) only says where in the file they go. Version 4 codes every tensor of a
+segment into one stream, with the models of :mod:`pipeline.segment_coding` (stored counts as
+written here, or tables of the bank).
 """
 
 from __future__ import annotations

@@ -17,7 +17,8 @@ counts on any CPU; no floating-point function decides a probability.
 
 The encoder knows every context at once and codes a latent frame per call; the decoder decodes
 a row ``(t, i)`` (all channels) per call, in the same order: frame after frame, row after row,
-channel after channel within a row.
+channel after channel within a row. A tensor has a stream of its own (format version 3) or goes
+into the one stream of its segment, between the tensors before and after it (version 4).
 """
 
 from __future__ import annotations
