@@ -150,7 +150,7 @@ class WeightModel:
 
 def choose_model(values: np.ndarray) -> WeightModel:
     """The model of a weight tensor's kept symbols: a constant when they are all one value; else the
-    bank table (with the fewest low bits sent raw that codes it shortest) when it codes within
+    bank table and number of raw low bits that code them shortest, when that codes within
     :data:`TABLE_SLACK` of the tensor's own counts, the bytes of those counts included; else the counts."""
     v = values.astype(np.int64).ravel()
     if v.size == 0 or v.min() == v.max():
@@ -298,8 +298,8 @@ def _read_records(r: ByteReader, shapes, is_latent, split: SegmentSplit) -> list
     n_weights = sum(1 for name, _ in shapes if not is_latent(name))
     pruned = _read_bitset(r, n_weights) if flags & _PRUNED else [False] * n_weights
     per_channel = _read_bitset(r, n_weights) if flags & _PER_CHANNEL else [False] * n_weights
-    if flags and not any(pruned + per_channel):
-        raise BitstreamError("corrupt record: flags without a tensor they apply to")
+    if (flags & _PRUNED and not any(pruned)) or (flags & _PER_CHANNEL and not any(per_channel)):
+        raise BitstreamError("corrupt record: a flag without a tensor it applies to")
     split.side["records"] += start - r.remaining
     records, wi = [], 0
     for name, shape in shapes:

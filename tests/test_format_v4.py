@@ -362,6 +362,8 @@ HOSTILE = {
     # records
     "unknown flags": _file(segments=[_segment(flags=b"\x04")]),
     "pruned flag without a pruned tensor": _file(segments=[_segment(flags=b"\x01" + _bitset())]),
+    "per-channel flag without such a tensor": _file(segments=[_segment(
+        _at_matrix(STEP + _varints(NUMEL, 0, 0)), flags=b"\x03" + _bitset(FIRST_MATRIX) + _bitset())]),
     "bit set beyond the last weight": _file(segments=[_segment(flags=b"\x01" + _bitset(N_WEIGHTS))]),
     "step is NaN": _file(segments=[_segment(_at_matrix(np.float16(np.nan).tobytes() + b"\x00\x00"))]),
     "step is zero": _file(segments=[_segment(_at_matrix(b"\x00\x00\x00\x00"))]),
