@@ -15,10 +15,12 @@ table ``index`` of a fixed bank of ``SCALES`` tables. The tables are built from 
 :data:`_LAPLACE` by integer multiplications and shifts alone, so encoder and decoder get the same
 counts on any CPU; no floating-point function decides a probability.
 
-The encoder knows every context at once and codes a latent frame per call; the decoder decodes
-a row ``(t, i)`` (all channels) per call, in the same order: frame after frame, row after row,
-channel after channel within a row. A tensor has a stream of its own (format version 3) or goes
-into the one stream of its segment, between the tensors before and after it (version 4).
+Version 3 gives a tensor a stream of its own, in the order frame after frame, row after row,
+channel after channel within a row: the decoder decodes a row ``(t, i)`` (all channels) per call.
+Version 4 puts it into the one stream of its segment, between the tensors before and after it,
+diagonal by diagonal of (frame, row) (:func:`encode_latent_diagonals`): a diagonal's rows depend
+only on the diagonal before, so the decoder decodes one diagonal per step, T + H - 1 steps for
+a tensor instead of T x H (about 5x faster at 320x180).
 """
 
 from __future__ import annotations
@@ -161,17 +163,12 @@ def _row_features(previous: np.ndarray | None, above: np.ndarray | None, C: int,
 _MODEL = constriction.stream.model.Categorical(perfect=False)
 
 
-def encode_latents(symbols: np.ndarray, context: LatentContext, encoder=None) -> bytes:
-    """Range-codes a [T, C, H, W] tensor of symbols within +-LATENT_BOUND; little-endian words.
-
-    With ``encoder`` (a ``constriction.stream.queue.RangeEncoder``) the symbols are appended to
-    that stream instead, and nothing is returned (format version 4: one stream per segment).
-    """
+def encode_latents(symbols: np.ndarray, context: LatentContext) -> bytes:
+    """Range-codes a [T, C, H, W] tensor of symbols within +-LATENT_BOUND into its own stream,
+    row by row (format version 3); little-endian words."""
     if symbols.ndim != 4 or int(np.abs(symbols).max(initial=0)) > LATENT_BOUND:
         raise ValueError(f"latent symbols are a [T, C, H, W] array within +-{LATENT_BOUND}")
-    own = encoder is None
-    if own:
-        encoder = constriction.stream.queue.RangeEncoder()
+    encoder = constriction.stream.queue.RangeEncoder()
     if symbols.size:
         mean, index = context.predict(context_features(symbols))
         residual = symbols.astype(np.int64) - mean + RESIDUAL_BOUND
@@ -180,22 +177,18 @@ def encode_latents(symbols: np.ndarray, context: LatentContext, encoder=None) ->
             r = residual[t].transpose(1, 0, 2).reshape(-1)
             k = index[t].transpose(1, 0, 2).reshape(-1)
             encoder.encode(r.astype(np.int32), _MODEL, bank[k])
-    return encoder.get_compressed().astype("<u4").tobytes() if own else None
+    return encoder.get_compressed().astype("<u4").tobytes()
 
 
-def decode_latents(data: bytes | None, shape: tuple[int, int, int, int], context: LatentContext,
-                   decoder=None) -> np.ndarray:
-    """The inverse of :func:`encode_latents`: int32 symbols of ``shape``, from ``data`` or, given
-    ``decoder`` (a ``constriction.stream.queue.RangeDecoder``), from where that stream stands."""
+def decode_latents(data: bytes, shape: tuple[int, int, int, int], context: LatentContext) -> np.ndarray:
+    """The inverse of :func:`encode_latents`: int32 symbols of ``shape`` from their own stream."""
     T, C, H, W = shape
     out = np.zeros(shape, np.int64)
     if out.size == 0:
         return out.astype(np.int32)
-    own = decoder is None
-    if own:
-        if len(data) % 4 or not data:
-            raise BitstreamError("corrupt latent payload: not a whole number of 32-bit words")
-        decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    if len(data) % 4 or not data:
+        raise BitstreamError("corrupt latent payload: not a whole number of 32-bit words")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     bank = table_bank()
     try:
         for t in range(T):
@@ -206,11 +199,90 @@ def decode_latents(data: bytes | None, shape: tuple[int, int, int, int], context
                 out[t, :, i] = mean + r.reshape(C, W) - RESIDUAL_BOUND
     except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's ways of refusing invalid data
         raise BitstreamError(f"corrupt latent payload: {exc}") from None
-    if own and not decoder.maybe_exhausted():
+    if not decoder.maybe_exhausted():
         raise BitstreamError("corrupt latent payload: bytes left after its symbols")
     if int(np.abs(out).max()) > LATENT_BOUND:
         raise BitstreamError(f"corrupt latent payload: a symbol beyond +-{LATENT_BOUND}")
     return out.astype(np.int32)
+
+
+# --- version 4: rows on the same diagonal of (frame, row) coded together ------------------------
+#
+# A row's context is the row above it and the same row of the previous latent frame, so every row
+# (t, i) with t + i = d depends only on rows of diagonal d - 1: a diagonal is decoded in one
+# vectorised step (T + H - 1 steps instead of T x H rows). Within a diagonal the symbols go in
+# order of their table index, then (frame, channel, row, column), each run of one index coded with
+# that table's model, built once.
+
+
+@lru_cache(maxsize=1)
+def _bank_models() -> tuple:
+    bank = table_bank()
+    return tuple(constriction.stream.model.Categorical(bank[k], perfect=False) for k in range(SCALES))
+
+
+def _diagonal(d: int, T: int, H: int) -> tuple[np.ndarray, np.ndarray]:
+    """The frames and rows (t, i) with t + i = d."""
+    t = np.arange(max(0, d - H + 1), min(d, T - 1) + 1)
+    return t, d - t
+
+
+def _runs(index: np.ndarray):
+    """(order, [(table, start, stop)...]): the symbols of a diagonal sorted by table index (stably),
+    and the runs of one index in that order."""
+    order = np.argsort(index, kind="stable")
+    ks = index[order]
+    cuts = np.flatnonzero(np.diff(ks)) + 1
+    starts = np.concatenate([[0], cuts])
+    stops = np.concatenate([cuts, [ks.size]])
+    return order, [(int(ks[a]), int(a), int(b)) for a, b in zip(starts, stops)]
+
+
+def encode_latent_diagonals(symbols: np.ndarray, context: LatentContext, encoder) -> None:
+    """Appends a [T, C, H, W] tensor of symbols within +-LATENT_BOUND to ``encoder`` (a
+    ``constriction.stream.queue.RangeEncoder``) diagonal by diagonal (format version 4)."""
+    if symbols.ndim != 4 or int(np.abs(symbols).max(initial=0)) > LATENT_BOUND:
+        raise ValueError(f"latent symbols are a [T, C, H, W] array within +-{LATENT_BOUND}")
+    if not symbols.size:
+        return
+    T, C, H, W = symbols.shape
+    mean, index = context.predict(context_features(symbols))
+    residual = (symbols.astype(np.int64) - mean + RESIDUAL_BOUND).astype(np.int32)
+    models = _bank_models()
+    for d in range(T + H - 1):
+        t, i = _diagonal(d, T, H)
+        order, runs = _runs(index[t, :, i].reshape(-1))
+        r = residual[t, :, i].reshape(-1)[order]
+        for k, a, b in runs:
+            encoder.encode(r[a:b], models[k])
+
+
+def decode_latent_diagonals(shape: tuple[int, int, int, int], context: LatentContext, decoder) -> np.ndarray:
+    """The inverse of :func:`encode_latent_diagonals`: int32 symbols of ``shape`` from where
+    ``decoder`` (a ``constriction.stream.queue.RangeDecoder``) stands."""
+    T, C, H, W = shape
+    if not T * C * H * W:
+        return np.zeros(shape, np.int32)
+    # Padded by one frame before, one row above and one column each side (zeros: outside).
+    out = np.zeros((T + 1, C, H + 1, W + 2), np.int64)
+    models = _bank_models()
+    try:
+        for d in range(T + H - 1):
+            t, i = _diagonal(d, T, H)
+            above = out[t + 1, :, i]  # row i - 1 of frame t, [n, C, W + 2]
+            f = np.stack([out[t, :, i + 1, 1 : W + 1], above[..., 1 : W + 1], above[..., : W], above[..., 2:]])
+            mean, index = context.predict(f)
+            order, runs = _runs(index.reshape(-1))
+            r = np.empty(index.size, np.int64)
+            for k, a, b in runs:
+                r[order[a:b]] = decoder.decode(models[k], b - a)
+            out[t + 1, :, i + 1, 1 : W + 1] = mean + r.reshape(mean.shape) - RESIDUAL_BOUND
+    except (AssertionError, ValueError, RuntimeError) as exc:  # constriction's ways of refusing invalid data
+        raise BitstreamError(f"corrupt latent payload: {exc}") from None
+    symbols = out[1:, :, 1:, 1 : W + 1]
+    if int(np.abs(symbols).max()) > LATENT_BOUND:
+        raise BitstreamError(f"corrupt latent payload: a symbol beyond +-{LATENT_BOUND}")
+    return symbols.astype(np.int32)
 
 
 def latent_bits(symbols: np.ndarray, context: LatentContext) -> float:

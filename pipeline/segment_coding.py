@@ -40,8 +40,8 @@ from pipeline.latent_coding import (
     SCALES,
     LatentContext,
     bank_log2,
-    decode_latents,
-    encode_latents,
+    decode_latent_diagonals,
+    encode_latent_diagonals,
     latent_bits,
     table_bank,
 )
@@ -254,7 +254,7 @@ def encode_segment(shapes, is_latent, coded: list[CodedTensor]) -> tuple[bytes, 
             before = w.size
             t.context.write(w)
             split.side["contexts"] += w.size - before
-            encode_latents(t.symbols, t.context, encoder)
+            encode_latent_diagonals(t.symbols, t.context, encoder)
         else:
             values = _kept(t)
             if t.mask is not None:
@@ -339,7 +339,7 @@ def _decode_stream(stream: bytes, records: list[_Record]) -> list[CodedTensor]:
     tensors = []
     for rec in records:
         if rec.context is not None:
-            symbols = decode_latents(None, rec.shape, rec.context, decoder)
+            symbols = decode_latent_diagonals(rec.shape, rec.context, decoder)
             tensors.append(CodedTensor(QuantParams(rec.scales), symbols, None, rec.context))
             continue
         numel = math.prod(rec.shape)

@@ -34,7 +34,7 @@ from pipeline.config import NetworkConfig, load_preset
 from pipeline.errors import BitstreamError
 from pipeline.geometry import resolve_network
 from pipeline.kinds import network_kind
-from pipeline.latent_coding import LATENT_BOUND, LatentContext, encode_latents
+from pipeline.latent_coding import LATENT_BOUND, LatentContext, encode_latent_diagonals
 from pipeline.quantization import MAX_SYMBOL, QuantParams
 from pipeline.segment_coding import MAX_MODEL_CODE
 from pipeline.video_io import read_video
@@ -307,7 +307,7 @@ def _zero_latents() -> bytes:
     kind = network_kind(LATENT.kind)
     for name, shape in transmitted_shapes(LATENT):
         if kind.is_latent(name):
-            encode_latents(np.zeros(shape, np.int32), ZERO_CONTEXT, encoder)
+            encode_latent_diagonals(np.zeros(shape, np.int32), ZERO_CONTEXT, encoder)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 
