@@ -87,5 +87,5 @@ def test_a_larger_target_gets_a_wider_network():
 def test_default_target_falls_with_frame_size():
     assert default_target_bpp(320, 180) > default_target_bpp(1280, 720) > default_target_bpp(1920, 1080)
     target = RateRequest(default=True).target(1280, 720, 10, 25.0)
-    assert target.bytes == round(0.05 * 1280 * 720 * 10 / 8) and "default" in target.asked
+    assert target.bytes == round(default_target_bpp(1280, 720) * 1280 * 720 * 10 / 8) and "default" in target.asked
     assert RateRequest().target(320, 180, 10, 25.0) is None
