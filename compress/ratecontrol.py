@@ -57,6 +57,12 @@ class RateTarget:
     def bpp(self, width: int, height: int, frames: int) -> float:
         return 8.0 * self.bytes / (width * height * frames)
 
+    @property
+    def described(self) -> str:
+        """'0.05 bpp, 17,280 bytes'; a size asked in bytes once: '500 bytes'."""
+        size = f"{self.bytes:,} bytes"
+        return self.asked if self.asked == size else f"{self.asked}, {size}"
+
 
 def rate_target(*, bpp: float | None = None, size: str | None = None, bitrate: float | None = None,
                 width: int, height: int, frames: int, fps: float, min_bytes: int = 1) -> RateTarget | None:
@@ -86,7 +92,7 @@ def rate_target(*, bpp: float | None = None, size: str | None = None, bitrate: f
             raise InputError(f"--bitrate must be a positive number of kbit/s, got {bitrate:g}")
         target = RateTarget(int(round(bitrate * 1000 / 8 * frames / fps)), f"{bitrate:g} kbit/s at {fps:g} fps")
     if target.bytes < min_bytes:
-        raise InputError(f"the target ({target.asked}, {target.bytes:,} bytes) is smaller than the file's own header "
+        raise InputError(f"the target ({target.described}) is smaller than the file's own header "
                          f"and side information ({min_bytes:,} bytes) for this video")
     return target
 
@@ -176,18 +182,20 @@ def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, over
     what the file costs besides the weights; ``segments``: networks in the file. Without
     ``scalable`` only the quality is chosen. A default target (``target.default``) below the
     smallest file that works is raised to it, with a notice (``RatePlan.notice``); a target the
-    user gave is refused there.
+    user gave below it is refused.
     """
     notice = ""
-    if target.default:
-        floor = smallest_file_bytes(parameters_at, overhead_bytes, segments, scalable)
-        if target.bytes < floor:
-            notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
-                      f"this network family makes for this clip; aiming at that instead ({floor:,} bytes)")
-            target = RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True)
+    floor = smallest_file_bytes(parameters_at, overhead_bytes, segments, scalable)
+    if target.bytes < floor:
+        if not target.default:
+            raise InputError(f"the target ({target.described}) is below the smallest file this "
+                             f"network family makes for this clip ({floor:,} bytes)")
+        notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
+                  f"this network family makes for this clip; aiming at that instead ({floor:,} bytes)")
+        target = RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True)
     weight_bytes = target.bytes - overhead_bytes
     if weight_bytes <= 0:
-        raise InputError(f"the target ({target.asked}, {target.bytes:,} bytes) leaves nothing for the weights "
+        raise InputError(f"the target ({target.described}) leaves nothing for the weights "
                          f"after the file's header and side information ({overhead_bytes:,} bytes)")
     wanted = 8.0 * weight_bytes / (segments * bits_per_parameter(SWEET_QUALITY))  # parameters per network
     width = 1.0
@@ -315,20 +323,19 @@ def _steered_plan(preset: CodecPreset, target: RateTarget, parameters: int, over
     """The plan of a preset whose lambda is steered while fitting: its own width, the quality its
     kind's curve gives for the target's bits per pixel. A default target below the smallest file
     (the header, side information and the weights at the lowest quality; latents can all but
-    vanish) is raised to it, with a notice; a target the user gave that leaves nothing for the
-    weights is refused."""
+    vanish) is raised to it, with a notice; a target the user gave below it is refused."""
     notice = ""
     network = resolve_network(preset.network, width, height, segment_frames)
     kind = network_kind(network.kind)
     weights = sum(p.numel() for name, p in build_network(network).named_parameters() if not kind.is_latent(name))
     floor = overhead + math.ceil(segments * weights * bits_per_parameter(QUALITY_RANGE[0]) / 8)
-    if target.default and target.bytes < floor:
+    if target.bytes < floor:
+        if not target.default:
+            raise InputError(f"the target ({target.described}) is below the smallest file this "
+                             f"network makes for this clip ({floor:,} bytes)")
         notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
                   f"this network makes for this clip; aiming at that instead ({floor:,} bytes)")
         target = RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True)
-    if target.bytes <= overhead:
-        raise InputError(f"the target ({target.asked}, {target.bytes:,} bytes) leaves nothing for the weights "
-                         f"after the file's header and side information ({overhead:,} bytes)")
     quality = steered_quality(target.bpp(width, height, segment_frames * segments))
     plan = RatePlan(target, 1.0, quality, parameters, target.bytes - overhead, notice, steered=True)
     return override(preset, codec=replace(preset.codec, quality=quality)), plan

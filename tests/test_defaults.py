@@ -59,7 +59,8 @@ def test_an_impossible_target_the_user_gives_is_still_refused_in_one_line(tmp_pa
     write_video(source, smooth_clip(8, 96, 160), fps=24)
     assert cli.compress_main([str(source), "-o", str(out), "--epochs", "2", "--target-size", "500"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "leaves nothing for the weights" in err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "below the smallest file" in err
+    assert err.count("500 bytes") == 1  # the size said once
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mkv"]
 
 
