@@ -12,7 +12,6 @@ import copy
 import io
 import math
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,10 +25,10 @@ import torch.nn.functional as F
 from pytorch_msssim import ssim
 from torch import nn
 from torch.func import functional_call
-from tqdm import tqdm
 
 from compress.optimizers import build_optimizer, parameter_groups
 from compress.precision import autocast_for
+from compress.progress import StageProgress
 from pipeline.config import FitConfig
 from pipeline.files import write_atomically
 from pipeline.metrics import psnr_from_mse
@@ -309,8 +308,7 @@ def train(
     started = time.perf_counter()
     last_save = started
     planned_epochs = math.ceil(total_steps / steps_per_epoch)
-    bar = tqdm(total=planned_epochs, initial=start_epoch, desc=desc, disable=not progress, unit="ep", leave=False,
-               dynamic_ncols=True, mininterval=0.5 if sys.stderr.isatty() else 30.0)  # logs get few lines
+    bar = StageProgress(desc, planned_epochs, start_epoch, enabled=progress)  # a bar, or in a log a line a 30 s
     epoch = start_epoch
     mean_loss, mean_mse = math.nan, math.nan
     stop = _StopRequest()
@@ -366,9 +364,7 @@ def train(
                 best_loss, best_state = math.inf, boundary
             elif mean_loss <= best_loss:
                 best_loss, best_state = mean_loss, boundary
-            bar.set_postfix(loss=f"{mean_loss:.4f}", psnr=f"{psnr_from_mse(mean_mse):.2f}")
-            bar.total = max(epoch, math.ceil(total_steps / steps_per_epoch))
-            bar.update(1)
+            bar.update(epoch, max(epoch, math.ceil(total_steps / steps_per_epoch)), mean_loss, psnr_from_mse(mean_mse))
             if checkpoint is not None and time.perf_counter() - last_save > checkpoint_seconds:
                 save_checkpoint(checkpoint, snapshot(epoch))
                 last_save = time.perf_counter()
