@@ -16,7 +16,14 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipeline.cli_common import EXIT_INTERRUPTED, EXIT_OK, OneLineErrorParser, non_negative_int, run_command
+from pipeline.cli_common import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    OneLineErrorParser,
+    add_version,
+    non_negative_int,
+    run_command,
+)
 
 # The network and recipe of a plain run: per-frame latents and context-coded grids (kind enerv-ctx),
 # lambda steered onto the target while fitting.
@@ -41,6 +48,7 @@ exit status: 0 success, 1 internal error, 2 bad input or options, 130 interrupte
 def _compress_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="enerv-compress", description="Compress a video into an E-NeRV bitstream (.bin).",
                            epilog=_COMPRESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("input", help="video file, PNG pattern (frames/%%05d.png) or folder of PNGs")
     p.add_argument("-o", "--output", required=True, help="bitstream file to write")
     p.add_argument("--preset", default=None,
@@ -71,7 +79,8 @@ def _compress_parser() -> argparse.ArgumentParser:
     p.add_argument("--prune-epochs", type=non_negative_int, help="fine-tuning epochs after pruning")
     p.add_argument("--batch-size", type=non_negative_int, help="frames per training step")
     p.add_argument("--lr", type=float, help="peak learning rate")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to fit (auto: CUDA when present, else the CPU)")
     p.add_argument("--frames", help="frame range A:B (half-open) to encode")
     p.add_argument("--segment-frames", type=non_negative_int, metavar="N",
                    help="cut the clip into segments of N frames, each its own network, read from the input one "
@@ -165,7 +174,8 @@ outputs (by the form of -o):
   .mkv          FFV1, lossless: the decoded RGB frames exactly (the default: INPUT.decoded.mkv)
   .y4m          raw Y'CbCr 4:4:4, 8-bit, BT.601 matrix, limited range
   .mp4          H.264 yuv420p (lossy re-encoding)
-  out/%05d.png  a PNG sequence; out/ (a folder) gives out/00000.png, ...
+  out/%05d.png  a PNG sequence numbered by the source's frames; out/ (a folder) gives out/00000.png, ...
+                (with --frames 10:20: out/00010.png to out/00019.png)
   -             a Y4M stream on standard output (as .y4m), e.g. | ffmpeg -i - ...
                 (nothing else goes to standard output; the summary goes to stderr)
 
@@ -180,12 +190,14 @@ exit status: 0 success, 1 internal error, 2 bad input or options, 130 interrupte
 def _decompress_parser() -> argparse.ArgumentParser:
     p = OneLineErrorParser(prog="enerv-decompress", description="Decode an E-NeRV bitstream (.bin) into frames.",
                            epilog=_DECOMPRESS_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_version(p)
     p.add_argument("input", help="bitstream file")
     p.add_argument("-o", "--output", help="output file, PNG pattern, folder/ or - for a Y4M stream on standard "
                                           "output (see below; default: INPUT.decoded.mkv)")
     p.add_argument("--frames", help="decode only frames A:B (half-open)")
     p.add_argument("--info", action="store_true", help="print the header and the byte split as JSON, render nothing")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="where to render (auto: CUDA when present); the frames are the same on every device kind")
     p.add_argument("--threads", type=non_negative_int,
                    help="CPU: frames rendered at once, one thread each (default: PyTorch's thread count); "
                         "changes the speed, never the frames")

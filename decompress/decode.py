@@ -108,7 +108,9 @@ def decode_to_video(data: bytes, output: str | Path, frame_range=None, device: s
     h = parsed.header
     source = FrameSource.from_parsed(parsed, device, threads)
     start = time.perf_counter()
-    with VideoWriter(output, h.width, h.height, h.fps) as writer, contextlib.closing(source.frames(indices)) as frames:
+    first = indices[0] if len(indices) else 0  # a PNG sequence keeps the source's frame numbers
+    with (VideoWriter(output, h.width, h.height, h.fps, first_number=first) as writer,
+          contextlib.closing(source.frames(indices)) as frames):
         for frame in frames:
             writer.write(frame)
     return DecodeSummary(str(output), indices, h.width, h.height, h.fps, source.device.type,

@@ -68,3 +68,24 @@ def run_command(main: Callable[[Sequence[str] | None], int], argv: Sequence[str]
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)
+
+
+class _Version(argparse.Action):
+    """``--version``: the package's version and the bitstream formats it writes and reads (the
+    bitstream module is imported only when asked, so that ``--help`` stays quick)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from compress.result import ENCODER_NAME
+        from pipeline.bitstream import FORMAT_VERSION, READABLE_VERSIONS
+
+        readable = ", ".join(map(str, READABLE_VERSIONS))
+        parser.exit(message=f"{parser.prog} ({ENCODER_NAME}): writes bitstream format {FORMAT_VERSION}, "
+                            f"reads {readable}\n")
+
+
+def add_version(parser: argparse.ArgumentParser) -> None:
+    """Gives ``parser`` a ``--version`` option."""
+    parser.add_argument("--version", action=_Version, help="print the version and the bitstream formats, and exit")

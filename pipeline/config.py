@@ -241,7 +241,8 @@ class CodecConfig:
         if self.bits is not None and (not isinstance(self.bits, int) or not 2 <= self.bits <= 16):
             raise InputError(f"bits must be an integer in 2..16, got {self.bits!r}")
         if self.quality is not None and not (isinstance(self.quality, (int, float)) and 0 <= self.quality <= 100):
-            raise InputError(f"quality must be a number in 0..100, got {self.quality!r}")
+            got = f"{self.quality:g}" if isinstance(self.quality, (int, float)) else repr(self.quality)
+            raise InputError(f"quality must be a number in 0..100, got {got}")
         if self.bits is None and self.quality is None:
             raise InputError("without a rate term (quality) the quantizer needs a bit depth (bits)")
         if not isinstance(self.learn_steps, bool):
@@ -361,7 +362,8 @@ def load_preset(name: str) -> CodecPreset:
     """Loads a preset shipped in ``cfgs/`` by name (with or without ``.yaml``)."""
     stem = name[:-5] if name.endswith(".yaml") else name
     if stem not in preset_names():
-        raise InputError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+        shown = [n for n in preset_names() if not n.startswith("test-")]  # the test suite's are not offered
+        raise InputError(f"unknown preset {name!r}; available: {', '.join(shown)}")
     resource = importlib.resources.files("cfgs") / f"{stem}.yaml"
     return preset_from_dict(yaml.safe_load(resource.read_text()) or {}, stem)
 

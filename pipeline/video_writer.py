@@ -77,7 +77,8 @@ class VideoWriter:
     - ``.y4m``: raw Y'CbCr 4:4:4 (:data:`Y4M_COLOUR`); close to the RGB frames, not exact.
     - ``.mp4``: H.264 (libx264) yuv420p at ``crf``, preset medium; lossy. yuv420p needs even
       sizes, so an odd width or height is padded by repeating the last column or row.
-    - a path whose name holds ``%`` (``out/%05d.png``): a PNG sequence numbered from 0.
+    - a path whose name holds ``%`` (``out/%05d.png``): a PNG sequence numbered from
+      ``first_number`` (0 unless given: the decoder passes the first frame's index).
     - a path ending in a separator, or an existing folder: the PNG sequence ``%05d.png`` in it.
     - ``-`` (:data:`STDOUT`): a Y4M stream on standard output, as for ``.y4m``.
 
@@ -93,7 +94,8 @@ class VideoWriter:
     goes away before the end.
     """
 
-    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float = 24.0, crf: int = 18):
+    def __init__(self, path: str | os.PathLike[str], width: int, height: int, fps: float = 24.0, crf: int = 18,
+                 first_number: int = 0):
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             raise ValueError(f"width and height must be positive integers, got {width}x{height}")
         if not fps > 0:
@@ -114,9 +116,11 @@ class VideoWriter:
         if self.to_stdout:
             destination, options, even = "pipe:1", dict(_FILE_FORMATS[".y4m"].options, f="yuv4mpegpipe"), False
         elif "%" in target.name:
-            destination, options, even = self._prepare_sequence(target.parent, target.name), _PNG_OPTIONS, False
+            destination, options, even = (self._prepare_sequence(target.parent, target.name),
+                                          dict(_PNG_OPTIONS, start_number=first_number), False)
         elif text.endswith(("/", os.sep)) or target.is_dir():
-            destination, options, even = self._prepare_sequence(target, _FOLDER_PATTERN), _PNG_OPTIONS, False
+            destination, options, even = (self._prepare_sequence(target, _FOLDER_PATTERN),
+                                          dict(_PNG_OPTIONS, start_number=first_number), False)
         else:
             destination, options, even = self._prepare_file(target, crf)
         try:
