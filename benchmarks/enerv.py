@@ -31,6 +31,7 @@ from benchmarks.codec import Codec, Encoded, SourceClip
 from benchmarks.curves import budget_setting
 from compress.fit import FitInterrupted
 from compress.plan import estimate_seconds
+from compress.ratecontrol import RateRequest
 from compress.result import ENCODER_NAME
 from compress.video import compress_frames
 from pipeline.config import CodecPreset, override, section_to_dict
@@ -74,6 +75,7 @@ class ENeRVPoint:
     label: str  # '6b/20%'
     token: str  # 'b6-p20'
     knob_value: str  # '6,0.2'
+    target_bpp: float | None = None  # a rate target instead: rate control chooses the rest ('0.05bpp')
 
 
 def make_point(values: tuple[Any, ...]) -> ENeRVPoint:
@@ -90,12 +92,28 @@ def make_point(values: tuple[Any, ...]) -> ENeRVPoint:
                       knob_value=",".join("-" if v is None else f"{v:g}" for v in values))
 
 
-POINT_SPEC = "QUALITY, BITS:PRUNE (no rate term) or QUALITY:BITS:PRUNE ('-' for none)"
+POINT_SPEC = ("QUALITY, BITS:PRUNE (no rate term), QUALITY:BITS:PRUNE ('-' for none) or BPPbpp (a rate target "
+              "that rate control meets, e.g. 0.05bpp)")
+
+
+def target_point(bpp: float) -> ENeRVPoint:
+    """The point that asks rate control for ``bpp`` bits per pixel (the preset's codec settings)."""
+    return ENeRVPoint(settings=(), label=f"{bpp:g}bpp", token=f"t{bpp:g}", knob_value=f"{bpp:g}bpp", target_bpp=bpp)
 
 
 def parse_point(text: str) -> ENeRVPoint:
     """'50' -> quality 50 (unbounded alphabet, no pruning); '6:0.2' -> 6 bits, 20 % pruned, no rate term
-    (the quantizer of earlier versions); '50:6:0.2' -> all three. Checked as the codec config checks them."""
+    (the quantizer of earlier versions); '50:6:0.2' -> all three; '0.05bpp' -> a rate target of 0.05 bits per
+    pixel. Checked as the codec config checks them."""
+    if text.strip().lower().endswith("bpp"):
+        try:
+            bpp = float(text.strip()[:-3])
+        except ValueError:
+            bpp = math.nan
+        if not (math.isfinite(bpp) and bpp > 0):
+            raise InputError(f"--enerv-points: bad target {text!r}; expected a positive number of bits per pixel, "
+                             "e.g. 0.05bpp")
+        return target_point(bpp)
     parts = text.split(":")
     if len(parts) == 1:
         parts = [parts[0], "-", "0"]
@@ -178,9 +196,12 @@ class ENeRV(Codec):
 
     def describe(self, point: ENeRVPoint) -> dict:
         preset = self.point_preset(point)
-        return {"preset": preset.name, "settings": dict(point.settings), "budget_seconds": self.budget_seconds or None,
-                "device": self.device, "encoder": self.version(),
-                "config": {k: section_to_dict(getattr(preset, k)) for k in ("network", "fit", "codec")}}
+        described = {"preset": preset.name, "settings": dict(point.settings),
+                     "budget_seconds": self.budget_seconds or None, "device": self.device, "encoder": self.version(),
+                     "config": {k: section_to_dict(getattr(preset, k)) for k in ("network", "fit", "codec")}}
+        if point.target_bpp is not None:  # absent otherwise: the keys of quality points stay as they were
+            described["target_bpp"] = point.target_bpp
+        return described
 
     def version(self) -> str:
         import torch
@@ -199,12 +220,12 @@ class ENeRV(Codec):
         plan = within_budget(EpochPlan.of(preset), factor)
         return plan.apply(preset), estimate_seconds(plan, steps, frames, batch, parameters)
 
-    def encode(self, clip: SourceClip, point: ENeRVPoint, target: Path) -> Encoded:
+    def encode(self, clip: SourceClip, point: ENeRVPoint, target_path: Path) -> Encoded:
         """compress_frames into ``target``; an interrupted point continues from its checkpoint
         with the epochs it had planned (kept beside it in ``TARGET.plan.json``)."""
         requested = self.point_preset(point)
-        checkpoint = target.with_name(target.name + ".ckpt")
-        plan_file = target.with_name(target.name + ".plan.json")
+        checkpoint = target_path.with_name(target_path.name + ".ckpt")
+        plan_file = target_path.with_name(target_path.name + ".plan.json")
         plan_key = hashlib.sha256(json.dumps([clip.key, self.describe(point)], sort_keys=True).encode()).hexdigest()
         saved = None
         if self.resume and checkpoint.exists():
@@ -227,10 +248,16 @@ class ENeRV(Codec):
         if paced:
             preset = requested
 
+        target = None
+        if point.target_bpp is not None:
+            T, H, W = clip.frames.shape[:3]
+            target = RateRequest(bpp=point.target_bpp).target(W, H, T, clip.fps)
+
         def compress(resume: bool):
             return compress_frames(clip.frames, clip.fps, preset, device=self.device, progress=self.progress,
                                    fit_cache=self.fit_cache, checkpoint=checkpoint, resume=resume,
-                                   source_id=clip.source_id, time_budget=self.budget_seconds if paced else None)
+                                   source_id=clip.source_id, time_budget=self.budget_seconds if paced else None,
+                                   target=target)
 
         try:
             try:
@@ -242,9 +269,10 @@ class ENeRV(Codec):
                 resume = False
                 data, result = compress(False)
         except FitInterrupted:
-            print(f"note: {target.name} keeps its checkpoint; the same command continues this point", file=sys.stderr)
+            print(f"note: {target_path.name} keeps its checkpoint; the same command continues this point",
+                  file=sys.stderr)
             raise KeyboardInterrupt from None
-        write_atomically(target, data)
+        write_atomically(target_path, data)
         _remove(checkpoint)
         plan_file.unlink(missing_ok=True)
 
@@ -253,29 +281,34 @@ class ENeRV(Codec):
             fit, pe, rd, qe = result.epochs
             estimate = result.estimated_seconds
         details = ENeRVDetails(
-            preset=preset.name, quality=preset.codec.quality, bits=preset.codec.bits,
+            preset=preset.name, quality=result.quality if target is not None else preset.codec.quality,
+            bits=preset.codec.bits,
             prune_ratio=preset.codec.prune_ratio, epochs=fit,
             prune_epochs=pe, rd_epochs=rd, qat_epochs=qe,
             epochs_requested=EpochPlan.of(requested).text,
             budget_seconds=self.budget_seconds or None, estimated_seconds=estimate, parameters=result.parameters,
             fit_seconds=result.fit_seconds, fit_reused=result.fit_reused, fit_key=result.fit_key, resumed=resume,
             device=result.device)
-        command = self.command(clip, preset, target, self.budget_seconds if paced else None)
+        command = self.command(clip, preset, target_path, self.budget_seconds if paced else None, point.target_bpp)
         return Encoded(command=command, details=details, shared_seconds=result.fit_seconds,
                        shared_reused=result.fit_reused, history=tuple(result.fit_history))
 
-    def command(self, clip: SourceClip, preset: CodecPreset, target: Path, time_budget: float | None = None) -> str:
+    def command(self, clip: SourceClip, preset: CodecPreset, target: Path, time_budget: float | None = None,
+                target_bpp: float | None = None) -> str:
         """The enerv-compress command line that runs exactly this configuration (with
-        ``time_budget``: the preset's epochs laid over that budget by the encoder)."""
+        ``time_budget``: the preset's epochs laid over that budget by the encoder; with
+        ``target_bpp``: that rate target instead of the preset's quality)."""
         fit, pe, rd, qe = EpochPlan.of(preset).as_list()
         words = ["enerv-compress", str(clip.path), "-o", str(target), "--preset", preset.name]
         if time_budget is not None:
             words += ["--time-budget", f"{time_budget:g}"]
         else:
             words += ["--epochs", str(fit), "--prune-epochs", str(pe), "--rd-epochs", str(rd), "--qat-epochs", str(qe)]
+        if target_bpp is not None:
+            words += ["--target-bpp", f"{target_bpp:g}"]
         for knob in KNOBS:
             value = getattr(preset.codec, knob.field)
-            if value is not None:
+            if value is not None and not (target_bpp is not None and knob.field == "quality"):
                 words += [knob.flag, f"{value:g}"]
         return shlex.join([*words, "--device", self.device, *clip.read_args])
 

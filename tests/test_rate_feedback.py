@@ -14,6 +14,7 @@ from compress.rate_feedback import FeedbackSettings, RateFeedback, combine_on_st
 from compress.ratecontrol import STEERED_CURVE, RateRequest, RateTarget, preset_for_target, steered_quality
 from compress.video import compress_frames
 from pipeline.config import load_preset
+from pipeline.errors import InputError
 from pipeline.geometry import resolve_network
 from pipeline.kinds import network_kind
 from pipeline.networks import build_network
@@ -106,3 +107,29 @@ def test_the_plain_command_runs_the_latent_codec(tmp_path, capsys):
     assert cli.compress_main([str(source), "-o", str(tmp_path / "c.bin"), "--dry-run"]) == 0
     err = capsys.readouterr().err
     assert cli.DEFAULT_PRESET in err and "lambda then follows the measured size" in err, err
+
+
+def test_benchmark_points_can_be_rate_targets(tmp_path):
+    import pandas as pd
+
+    from benchmarks import rd
+    from benchmarks.enerv import ENeRV, parse_point
+
+    point = parse_point("0.5bpp")
+    assert (point.target_bpp, point.label, point.token, point.settings) == (0.5, "0.5bpp", "t0.5", ())
+    for bad in ("0bpp", "-1bpp", "xbpp"):
+        with pytest.raises(InputError):
+            parse_point(bad)
+    codec = ENeRV(preset=load_preset("test-tiny-latent"), curve=(point, parse_point("1bpp")))
+    assert codec.describe(point) != codec.describe(parse_point("1bpp"))  # each target is its own point
+    clip = tmp_path / "clip.mkv"
+    write_video(clip, smooth_clip(4, 32, 48), fps=24)
+    out = tmp_path / "report"
+    assert rd.main([str(clip), "-o", str(out), "--codecs", "enerv", "--enerv-presets", "test-tiny-latent",
+                    "--epochs", "12", "--enerv-points", "3bpp,6bpp", "-q"]) == 0
+    rows = pd.read_csv(out / "results.csv")
+    assert sorted(rows["point"]) == ["3bpp", "6bpp"]
+    for _, row in rows.iterrows():
+        wanted = float(row["point"][:-3]) * 4 * 32 * 48 / 8
+        assert abs(row["bytes"] / wanted - 1) <= 0.15, (row["point"], row["bytes"], wanted)
+        assert "--target-bpp" in row["command"] and "--quality" not in row["command"]
