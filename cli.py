@@ -227,7 +227,7 @@ def _detach_stdout() -> None:
 
 def _decode_command(argv: Sequence[str] | None) -> int:
     args = _decompress_parser().parse_args(argv)
-    from decompress.decode import bitstream_info, decode_to_video, read_file_bytes
+    from decompress.decode import bitstream_info, decode_to_video, info_json, read_file_bytes
     from pipeline.errors import InputError
     from pipeline.files import check_output_path
     from pipeline.render import resolve_device
@@ -236,7 +236,7 @@ def _decode_command(argv: Sequence[str] | None) -> int:
 
     source = Path(args.input)
     if args.info:
-        print(json.dumps(bitstream_info(read_file_bytes(source)), indent=2))
+        print(info_json(bitstream_info(read_file_bytes(source))))
         sys.stdout.flush()  # a closed pipe shows here, not at exit
         return EXIT_OK
     if args.threads == 0:

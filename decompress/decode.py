@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,6 +118,21 @@ def decode_to_video(data: bytes, output: str | Path, frame_range=None, device: s
                          time.perf_counter() - start)
 
 
+def info_json(info: dict) -> str:
+    """``--info``'s JSON, laid out for reading: one line per top-level key (its value on that line)
+    and one line per tensor."""
+    items = list(info.items())
+    lines = []
+    for i, (key, value) in enumerate(items):
+        end = "," if i < len(items) - 1 else ""
+        if key == "tensors" and value:
+            inner = ",\n".join("    " + json.dumps(t) for t in value)
+            lines.append(f"  {json.dumps(key)}: [\n{inner}\n  ]{end}")
+        else:
+            lines.append(f"  {json.dumps(key)}: {json.dumps(value)}{end}")
+    return "{\n" + "\n".join(lines) + "\n}"
+
+
 def bitstream_info(data: bytes) -> dict:
     """The header and the byte split of a file, as a JSON-ready dict (no rendering)."""
     parsed = read_bitstream(data)
@@ -125,7 +141,8 @@ def bitstream_info(data: bytes) -> dict:
     info = h.to_json(parsed.version)
     info["format_version"] = parsed.version
     info["bytes"] = len(data)
-    info["bpp"] = bits_per_pixel(len(data), h.width, h.height, h.num_frames)
+    info["bpp"] = round(bits_per_pixel(len(data), h.width, h.height, h.num_frames), 5)
+    info["duration_seconds"] = round(h.num_frames / h.fps, 3)
     info["segments"] = [[s.span.first, s.span.count] for s in parsed.segments]
     tensors = [t for s in parsed.segments for t in s.tensors]
     info["parameters"] = int(sum(t.symbols.size for t in tensors))
