@@ -78,12 +78,16 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
 
     def __call__(self, parser, namespace, values, option_string=None):
-        from compress.result import ENCODER_NAME
+        from importlib.metadata import PackageNotFoundError, version
+
         from pipeline.bitstream import FORMAT_VERSION, READABLE_VERSIONS
 
+        try:
+            package = f"enerv-codec {version('enerv-codec')}"
+        except PackageNotFoundError:  # run from a tree that was not installed
+            package = "enerv-codec (not installed)"
         readable = ", ".join(map(str, READABLE_VERSIONS))
-        parser.exit(message=f"{parser.prog} ({ENCODER_NAME}): writes bitstream format {FORMAT_VERSION}, "
-                            f"reads {readable}\n")
+        parser.exit(message=f"{parser.prog} ({package}): writes bitstream format {FORMAT_VERSION}, reads {readable}\n")
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:
