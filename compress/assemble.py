@@ -76,6 +76,14 @@ def measure(parsed, network: NetworkConfig, width: int, height: int, num_frames:
     return quality, (ssim_sum / ssim_frames if ssim_frames == num_frames else None)
 
 
+def _multiplier_bounds(segments) -> tuple[float, float]:
+    """The range every segment's steps may be scaled in (the narrowest of theirs)."""
+    ranges = [s.quantized.multiplier_bounds(s.steered) for s in segments if s.quantized is not None]
+    if not ranges:
+        return 1 / 64, 64.0
+    return max(r[0] for r in ranges), min(r[1] for r in ranges)
+
+
 def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int, height: int, num_frames: int,
              fps: float, frames_of, device: torch.device, target_bytes: int | None = None
              ) -> tuple[bytes, CompressResult]:
@@ -94,7 +102,9 @@ def assemble(segments: list[SegmentEncoding], network: NetworkConfig, width: int
 
     with timer.stage("entropy-code"):
         if target_bytes is not None:
-            multiplier = step_multiplier(lambda m: len(write([s.coded_at(m) for s in segments])[0]), target_bytes)
+            bounds = _multiplier_bounds(segments)
+            multiplier = step_multiplier(lambda m: len(write([s.coded_at(m) for s in segments])[0]), target_bytes,
+                                         bounds=bounds)
         chosen = [s.coded_at(multiplier) for s in segments]
         data, split = write(chosen)
         parsed = _check_own_bytes(data, chosen)

@@ -70,6 +70,7 @@ class SegmentEncoding:
     # What a rate controller needs to move every step by one factor after training.
     quantized: QuantizedNetwork | None = None
     replans: int = 0  # how often a time budget re-planned the steps left
+    steered: bool = False  # lambda followed a rate target while fitting (compress.rate_feedback)
 
     def coded_at(self, multiplier: float) -> list[CodedTensor]:
         """The tensors quantized with every step times ``multiplier`` (1: as trained)."""
@@ -243,7 +244,8 @@ def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, mas
     for mode, stage in ((NOISE, "rd"), (ROUND, "qat")):
         if mode == ROUND and target_bytes is not None:
             trained = QuantizedNetwork.of(model, quantizer)
-            multiplier = step_multiplier(lambda m, q=trained: size_of(q.at(m)), target_bytes)
+            bounds = trained.multiplier_bounds(steered=codec.rate_from_start != "none")
+            multiplier = step_multiplier(lambda m, q=trained: size_of(q.at(m)), target_bytes, bounds=bounds)
             with torch.no_grad():
                 quantizer.log_steps += math.log(multiplier) * quantizer.weight_mask()
             quantizer.log_steps.requires_grad_(False)
@@ -334,4 +336,5 @@ def encode_segment(
         estimated_bits = quantizer.estimated_bits(dict(model.named_parameters()))
     return SegmentEncoding(span, quantized.coded, plan.parameters, fit_psnr, fit_history, fit_seconds, fit_reused,
                            fingerprint[:16], lam, estimated_bits, stages.as_run(), plan.estimate, dict(timer.seconds),
-                           quantized, pacer.replans if pacer is not None else 0)
+                           quantized, pacer.replans if pacer is not None else 0,
+                           steered=early is not None and rate is not None)

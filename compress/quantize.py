@@ -322,6 +322,18 @@ class QuantizedNetwork:
                                                        quantizer.contexts())]
         return cls(coded, weights, steps, quantizer.bounds)
 
+    def multiplier_bounds(self, steered: bool = False) -> tuple[float, float]:
+        """The range rate control may scale the weights' steps in: never so small that a weight's
+        symbol would pass its bound (clipped weights are wrong weights), and for a network whose
+        lambda was steered while fitting (``steered``) within 1/2..2, the last few percent: a
+        larger factor spends bytes on weights that the fit did not ask for."""
+        low = 1 / 64
+        for w, step, bound, c in zip(self.weights, self.steps, self.bounds, self.coded):
+            if c.context is None and w.size and float(step) > 0:
+                low = max(low, float(np.abs(w).max()) / (float(step) * (bound - 0.5)))
+        low, high = (max(low, 0.5), 2.0) if steered else (low, 64.0)
+        return min(low, 1.0), max(high, 1.0)
+
     def at(self, multiplier: float) -> list[CodedTensor]:
         """The tensors quantized with every weight's step times ``multiplier`` (1: as trained).
         Latent grids keep their trained steps: their context models were learned on that scale,

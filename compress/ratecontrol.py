@@ -97,22 +97,24 @@ def rate_target(*, bpp: float | None = None, size: str | None = None, bitrate: f
     return target
 
 
-def step_multiplier(size_at, target_bytes: int, *, tolerance: float = 0.03, iterations: int = 24) -> float:
+def step_multiplier(size_at, target_bytes: int, *, tolerance: float = 0.03, iterations: int = 24,
+                    bounds: tuple[float, float] = (1 / 64, 64.0)) -> float:
     """The factor on every quantization step that brings a file to ``target_bytes``.
 
     ``size_at(m)`` codes the weights with every step times ``m`` and returns the file's bytes,
     which fall as ``m`` grows. Returns 1 when that is already within ``tolerance`` below the
-    target; else the smallest factor found (bisection on log m within 1/64..64) whose file is
-    not over the target, or the largest tried when none is small enough.
+    target; else the smallest factor found (bisection on log m within ``bounds``, which hold 1)
+    whose file is not over the target, or the bound reached when none is.
     """
+    low, high = bounds
     size = size_at(1.0)
     if (1 - tolerance) * target_bytes <= size <= target_bytes:
         return 1.0
-    lo, hi = (0.0, math.log(64.0)) if size > target_bytes else (math.log(1 / 64), 0.0)
-    if size > target_bytes and size_at(64.0) > target_bytes:
-        return 64.0
-    if size < target_bytes and size_at(1 / 64) <= target_bytes:
-        return 1 / 64
+    lo, hi = (0.0, math.log(high)) if size > target_bytes else (math.log(low), 0.0)
+    if size > target_bytes and size_at(high) > target_bytes:
+        return high
+    if size < target_bytes and size_at(low) <= target_bytes:
+        return low
     # Invariant: size_at(exp(lo)) > target >= size_at(exp(hi)).
     for _ in range(iterations):
         mid = (lo + hi) / 2
