@@ -34,9 +34,11 @@ def test_budget_seconds_takes_one_value_or_a_list(given, expected, tmp_path):
     assert parse_settings(argv).budget_seconds == expected
 
 
-def test_quick_keeps_its_single_300_s_budget(tmp_path):
+def test_quick_keeps_a_single_120_s_budget_and_a_ladder_of_rate_targets(tmp_path):
     settings = parse_settings(["clip.mkv", "-o", str(tmp_path / "out"), "--codecs", "enerv", "--quick"])
-    assert settings.budget_seconds == (300.0,)
+    assert settings.budget_seconds == (120.0,)
+    assert [p.target_bpp for p in settings.enerv_points] == [0.02, 0.04, 0.08, 0.15, 0.3]
+    assert [p.name for p in settings.enerv_presets] == ["enerv-latent-xs"]
 
 
 @pytest.mark.parametrize("bad", ["abc", "-5", "inf", "nan", "0,300", "300,300", "300,300.0", ",", "75,,x"])
