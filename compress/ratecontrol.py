@@ -170,6 +170,20 @@ class RatePlan:
         return line
 
 
+def at_least(target: RateTarget, floor: int, maker: str) -> tuple[RateTarget, str]:
+    """``target``, or where it is below ``floor`` (the smallest file this ``maker`` makes for the
+    clip): a default target raised to it, with the notice to say once; a target the user gave is
+    refused."""
+    if target.bytes >= floor:
+        return target, ""
+    if not target.default:
+        raise InputError(f"the target ({target.described}) is below the smallest file this {maker} makes for "
+                         f"this clip ({floor:,} bytes)")
+    notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
+              f"this {maker} makes for this clip; aiming at that instead ({floor:,} bytes)")
+    return RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True), notice
+
+
 def smallest_file_bytes(parameters_at, overhead_bytes: int, segments: int = 1, scalable: bool = True) -> int:
     """The smallest file rate control can aim at: the narrowest network at the lowest quality."""
     parameters = parameters_at(WIDTH_RANGE[0] if scalable else 1.0)
@@ -186,15 +200,8 @@ def plan_for_target(preset: CodecPreset, target: RateTarget, parameters_at, over
     smallest file that works is raised to it, with a notice (``RatePlan.notice``); a target the
     user gave below it is refused.
     """
-    notice = ""
-    floor = smallest_file_bytes(parameters_at, overhead_bytes, segments, scalable)
-    if target.bytes < floor:
-        if not target.default:
-            raise InputError(f"the target ({target.described}) is below the smallest file this "
-                             f"network family makes for this clip ({floor:,} bytes)")
-        notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
-                  f"this network family makes for this clip; aiming at that instead ({floor:,} bytes)")
-        target = RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True)
+    target, notice = at_least(target, smallest_file_bytes(parameters_at, overhead_bytes, segments, scalable),
+                              "network family")
     weight_bytes = target.bytes - overhead_bytes
     if weight_bytes <= 0:
         raise InputError(f"the target ({target.described}) leaves nothing for the weights "
@@ -326,18 +333,11 @@ def _steered_plan(preset: CodecPreset, target: RateTarget, parameters: int, over
     kind's curve gives for the target's bits per pixel. A default target below the smallest file
     (the header, side information and the weights at the lowest quality; latents can all but
     vanish) is raised to it, with a notice; a target the user gave below it is refused."""
-    notice = ""
     network = resolve_network(preset.network, width, height, segment_frames)
     kind = network_kind(network.kind)
     weights = sum(p.numel() for name, p in build_network(network).named_parameters() if not kind.is_latent(name))
     floor = overhead + math.ceil(segments * weights * bits_per_parameter(QUALITY_RANGE[0]) / 8)
-    if target.bytes < floor:
-        if not target.default:
-            raise InputError(f"the target ({target.described}) is below the smallest file this "
-                             f"network makes for this clip ({floor:,} bytes)")
-        notice = (f"note: the default target {target.asked} ({target.bytes:,} bytes) is below the smallest file "
-                  f"this network makes for this clip; aiming at that instead ({floor:,} bytes)")
-        target = RateTarget(floor, f"{floor:,} bytes (the smallest file for this clip)", default=True)
+    target, notice = at_least(target, floor, "network")
     quality = steered_quality(target.bpp(width, height, segment_frames * segments))
     plan = RatePlan(target, 1.0, quality, parameters, target.bytes - overhead, notice, steered=True)
     return override(preset, codec=replace(preset.codec, quality=quality)), plan
