@@ -40,7 +40,7 @@ from compress.quantize import (
     quantizer_for,
 )
 from compress.rate_feedback import FeedbackSettings, RateFeedback, combine_on_step
-from compress.ratecontrol import step_multiplier
+from compress.ratecontrol import steered, step_multiplier
 from pipeline.bitstream import CodedTensor, SegmentSpan
 from pipeline.config import CodecPreset, NetworkConfig, lambda_for_quality
 from pipeline.epochs import STAGE_NAMES, STAGES, EpochPlan
@@ -189,8 +189,8 @@ def _fit_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, stages: 
                                     FeedbackSettings())
             transform.feedback = feedback
         with_rate = {"transform": transform, "companion": quantizer, "companion_lr": STEP_LR,
-                "on_step": combine_on_step(transform.warm_up(preset.codec.rate_warmup),
-                                           feedback.on_step if feedback is not None else None)}
+                     "on_step": combine_on_step(transform.warm_up(preset.codec.rate_warmup),
+                                                feedback.on_step if feedback is not None else None)}
         cache = None
     if state is not None and state.get("stage") == "fitted":
         model.load_state_dict(state["model"])
@@ -244,7 +244,7 @@ def _quantize_stage(model: torch.nn.Module, clip: Clip, preset: CodecPreset, mas
     for mode, stage in ((NOISE, "rd"), (ROUND, "qat")):
         if mode == ROUND and target_bytes is not None:
             trained = QuantizedNetwork.of(model, quantizer)
-            bounds = trained.multiplier_bounds(steered=codec.rate_from_start != "none")
+            bounds = trained.multiplier_bounds(steered=steered(preset))
             multiplier = step_multiplier(lambda m, q=trained: size_of(q.at(m)), target_bytes, bounds=bounds)
             with torch.no_grad():
                 quantizer.log_steps += math.log(multiplier) * quantizer.weight_mask()
